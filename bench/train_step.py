@@ -1,0 +1,367 @@
+"""Training-step speed and memory of lora-lite against PEFT, variant by variant.
+
+One run builds a config-shaped model with random weights, then for each variant attaches the
+adapter (lora-lite, then PEFT at its default and with bf16 adapters), times warm-up + N full
+training steps (forward, loss, backward, AdamW step) and detaches again. The floor is the frozen
+base with gradients forced through every layer (input embeddings require grad), so every row pays
+the same backward through the network and the ratio isolates what the adapter costs.
+
+    python bench/train_step.py --device cpu --tiny                 # seconds, on a CPU
+    python bench/train_step.py --shape 0.6b                         # H200, Qwen3-0.6B shape
+    python bench/train_step.py --shape 8b --batch 8 --seq 1024      # H200, Qwen3-8B shape
+
+Prints a markdown table (step time as a multiple of the floor, peak memory) and writes JSON.
+"""
+from __future__ import annotations
+import argparse, gc, json, math, os, platform, statistics, sys, time, traceback
+import torch
+
+SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
+    'tiny': dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, vocab_size=512),
+    '0.6b': dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
+                 num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    '8b': dict(hidden_size=4096, num_hidden_layers=36, intermediate_size=12288, num_attention_heads=32,
+               num_key_value_heads=8, head_dim=128, vocab_size=151936),
+}
+TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+ORDER = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
+
+
+# ---------------------------------------------------------------------------------------------
+# Variant table: the lora-lite config and the PEFT twin, same targets and rank.
+
+def variant_specs(r: int):
+    "`{name: (lora-lite config kwargs, PEFT config factory)}`; each side may be None."
+    import peft
+    T = TARGETS
+    return {
+        'lora':   (dict(variant='lora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T)),
+        'dora':   (dict(variant='dora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T, use_dora=True)),
+        'pissa':  (dict(variant='pissa', r=r, alpha=r), lambda: peft.LoraConfig(r=r, lora_alpha=r, target_modules=T, init_lora_weights='pissa_niter_4')),
+        'ia3':    (dict(variant='ia3'), lambda: peft.IA3Config(target_modules=T, feedforward_modules=['down_proj'])),
+        'hra':    (dict(variant='hra', r=r), lambda: peft.HRAConfig(r=r, target_modules=T)),
+        'delora': (dict(variant='delora', r=r), lambda: peft.DeloraConfig(r=r, target_modules=T)),
+        'vera':   (dict(variant='vera', r=256), lambda: peft.VeraConfig(r=256, target_modules=T)),
+        'oft':    (dict(variant='oft', options=dict(block_size=32)), lambda: peft.OFTConfig(r=0, oft_block_size=32, target_modules=T)),
+        'road':   (dict(variant='road'), lambda: peft.RoadConfig(variant='road_1', group_size=64, target_modules=T)),
+    }
+
+
+def ll_config(kw: dict, compute: str | None):
+    "A `LoraLiteConfig` from the table's kwargs, dropping options the installed variant does not declare."
+    import lora_lite as ll
+    V = ll.get_variant(kw['variant'])
+    kw = dict(kw)
+    if 'options' in kw: kw['options'] = {k: v for k, v in kw['options'].items() if k in V.options}
+    if compute is not None: kw['compute'] = compute
+    return ll.LoraLiteConfig(**kw)
+
+
+def available_variants(names):
+    "Which of `names` lora-lite can import right now (variants land over time)."
+    import lora_lite as ll
+    out = []
+    for n in names:
+        try: ll.get_variant(n); out.append(n)
+        except ValueError: pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, timing, memory.
+
+def build_model(shape: str, dtype, device):
+    import transformers
+    kw = dict(SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=False, attention_dropout=0.0)
+    cfg = transformers.Qwen3Config(**kw)
+    torch.manual_seed(0)
+    with torch.device(device):
+        m = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation='sdpa')
+    m.config.use_cache = False
+    m.enable_input_require_grads()  # gradients forced through every layer, the floor included
+    return m.train()
+
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize()
+
+
+class Timer:
+    "CUDA events on a GPU, perf_counter on a CPU; milliseconds."
+    def __init__(self, device): self.cuda = device.type == 'cuda'
+    def start(self):
+        if self.cuda: self.a, self.b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True); self.a.record()
+        else: self.t = time.perf_counter()
+    def stop(self) -> float:
+        if self.cuda: self.b.record(); self.b.synchronize(); return self.a.elapsed_time(self.b)
+        return (time.perf_counter() - self.t) * 1e3
+
+
+def train_step(model, ids, opt):
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    if opt is not None: opt.step(); opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def time_steps(model, ids, params, warmup, steps, device):
+    "Median and all step times (ms) of `steps` AdamW training steps after `warmup` ones."
+    opt = torch.optim.AdamW(params, lr=1e-5) if params else None
+    tm, times = Timer(device), []
+    for i in range(warmup + steps):
+        tm.start(); loss = train_step(model, ids, opt); t = tm.stop()
+        if i >= warmup: times.append(t)
+    if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()}")
+    del opt
+    return statistics.median(times), times
+
+
+def peak_gib(device):
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == 'cuda' else float('nan')
+
+
+def reset_mem(device):
+    gc.collect()
+    if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+
+
+# ---------------------------------------------------------------------------------------------
+# One row = attach, time, detach.
+
+def attach_ll(model, kw, compute):
+    import lora_lite as ll
+    cfg = ll_config(kw, compute)
+    ll.attach(model, cfg)
+    return ll.trainable_parameters(model), lambda: ll.detach(model), model
+
+
+def strip_peft(model):
+    "Put every base layer PEFT wrapped back in place (also after a failed `get_peft_model`)."
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, BaseTunerLayer) and name:
+            parent, _, child = name.rpartition('.')
+            setattr(model.get_submodule(parent) if parent else model, child, mod.get_base_layer())
+    for k in ('peft_config', '_hf_peft_config_loaded'):
+        if k in vars(model): delattr(model, k)
+
+
+def attach_peft(model, factory, bf16):
+    import peft
+    try: pm = peft.get_peft_model(model, factory(), autocast_adapter_dtype=not bf16)
+    except BaseException: strip_peft(model); raise
+    params = [p for p in pm.parameters() if p.requires_grad]
+    return params, lambda: strip_peft(model), pm
+
+
+def run_row(model, ids, args, device, variant, impl, setup):
+    "Time one configuration; never raises (an error or OOM becomes the row's status)."
+    row = dict(variant=variant, impl=impl)
+    undo = None
+    reset_mem(device)
+    try:
+        sync(device); t0 = time.perf_counter()
+        params, undo, runner = setup()
+        sync(device); row['init_s'] = time.perf_counter() - t0
+        row['trainable'] = sum(p.numel() for p in params)
+        row['adapter_dtype'] = str(params[0].dtype).removeprefix('torch.') if params else None
+        row['ms'], row['all_ms'] = time_steps(runner, ids, params, args.warmup, args.steps, device)
+        row['peak_gib'] = peak_gib(device); row['status'] = 'ok'
+    except torch.OutOfMemoryError:
+        row['status'] = 'OOM'
+    except Exception as e:
+        row['status'] = f'error: {type(e).__name__}: {str(e)[:200]}'
+        if args.verbose: traceback.print_exc()
+    finally:
+        if undo is not None:
+            try: undo()
+            except Exception as e: row['status'] += f' (undo failed: {e})'; raise
+        for p in model.parameters(): p.grad = None
+    reset_mem(device)
+    print(f"  {variant:7s} {impl:22s} {row.get('ms', float('nan')):9.2f} ms  {row.get('peak_gib', float('nan')):7.2f} GiB  "
+          f"init {row.get('init_s', float('nan')):6.2f} s  {row['status']}", flush=True)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# PiSSA initialisation time: full SVD against the fast (randomized) one.
+
+def pissa_init_rows(model, args, device):
+    "Attach time of PiSSA with a full SVD and with the fast one, over the first `--init-layers` blocks."
+    import lora_lite as ll
+    rows, L = [], model.config.num_hidden_layers
+    n = min(args.init_layers or L, L)
+    V = ll.get_variant('pissa') if 'pissa' in available_variants(['pissa']) else None
+    layers = tuple(range(n))
+    cases = []
+    if V is not None:
+        for opt_name in ('fast', 'niter', 'svd', 'method', 'init'):
+            if opt_name in V.options: break
+        else: opt_name = None
+        fast_opts, full_opts = pissa_option_sets(V)
+        if full_opts is not None: cases.append(('lora-lite full SVD', lambda: _ll_attach_only(model, dict(variant='pissa', r=args.r, alpha=args.r, layers=layers, options=full_opts))))
+        if fast_opts is not None: cases.append(('lora-lite fast SVD', lambda: _ll_attach_only(model, dict(variant='pissa', r=args.r, alpha=args.r, layers=layers, options=fast_opts))))
+    if not args.no_peft:
+        import peft
+        for label, init in (('PEFT full SVD', 'pissa'), ('PEFT fast SVD (niter 4)', 'pissa_niter_4')):
+            cases.append((label, lambda init=init: _peft_attach_only(model, peft.LoraConfig(
+                r=args.r, lora_alpha=args.r, target_modules=TARGETS, init_lora_weights=init, layers_to_transform=list(layers)))))
+    for label, fn in cases:
+        reset_mem(device)
+        try:
+            sync(device); t0 = time.perf_counter(); undo, extra = fn(); sync(device)
+            dt = time.perf_counter() - t0; undo()
+            rows.append(dict(case=label, layers=n, of_layers=L, init_s=dt, whole_model_s=dt * L / n, **extra))
+        except Exception as e:
+            rows.append(dict(case=label, layers=n, of_layers=L, status=f'{type(e).__name__}: {str(e)[:200]}'))
+        r = rows[-1]
+        print(f"  pissa init {label:26s} {r.get('init_s', float('nan')):8.2f} s over {n}/{L} blocks "
+              f"(whole model ≈ {r.get('whole_model_s', float('nan')):.1f} s) {r.get('status', '')}", flush=True)
+    return rows
+
+
+def pissa_option_sets(V):
+    "(fast options, full options) for lora-lite's PiSSA, read off its declared options."
+    o = V.options
+    if 'niter' in o: return {'niter': 4}, {'niter': 0}
+    if 'fast' in o: return {'fast': True}, {'fast': False}
+    if 'svd' in o: return {'svd': 'fast'}, {'svd': 'full'}
+    return {}, None
+
+
+def _ll_attach_only(model, kw):
+    import lora_lite as ll
+    cfg = ll_config(kw, None)
+    ll.attach(model, cfg)
+    before = _pissa_fingerprint(model)
+    return (lambda: ll.detach(model)), dict(fingerprint=before)
+
+
+def _pissa_fingerprint(model):
+    "A number that changes if the init changes (reproducibility check between two runs)."
+    for m in model.modules():
+        if hasattr(m, 'lora_A'): return float(m.lora_A.detach().double().abs().sum())
+    return None
+
+
+def _peft_attach_only(model, cfg):
+    import peft
+    try: peft.get_peft_model(model, cfg)
+    except BaseException: strip_peft(model); raise
+    return (lambda: strip_peft(model)), {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+def fmt(row, floor):
+    if row is None: return '—'
+    if row['status'] != 'ok': return row['status'].split(':')[0]
+    return f"{row['ms'] / floor:.2f}× · {row['peak_gib']:.1f} GiB" if not math.isnan(row['peak_gib']) else f"{row['ms'] / floor:.2f}×"
+
+
+def table(rows, impls):
+    floors = [r['ms'] for r in rows if r['variant'] == 'floor' and r['status'] == 'ok']
+    floor = statistics.median(floors)
+    fl = [r for r in rows if r['variant'] == 'floor' and r['status'] == 'ok'][0]
+    out = [f"floor: {floor:.1f} ms/step (runs: {', '.join(f'{f:.1f}' for f in floors)})"
+           + (f", peak {fl['peak_gib']:.1f} GiB" if not math.isnan(fl['peak_gib']) else ''), '',
+           '| variant | ' + ' | '.join(impls) + ' |', '|---|' + '---|' * len(impls)]
+    for v in dict.fromkeys(r['variant'] for r in rows if r['variant'] != 'floor'):
+        cells = [fmt(next((r for r in rows if r['variant'] == v and r['impl'] == i), None), floor) for i in impls]
+        out.append(f'| {v} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(out), floor
+
+
+def versions():
+    import transformers
+    v = dict(python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__)
+    try: import peft; v['peft'] = peft.__version__
+    except ImportError: v['peft'] = None
+    import lora_lite; v['lora_lite'] = lora_lite.__version__
+    if torch.cuda.is_available(): v['gpu'] = torch.cuda.get_device_name(); v['cuda'] = torch.version.cuda
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--shape', choices=list(SHAPES), default='0.6b')
+    p.add_argument('--tiny', action='store_true', help="shorthand for --shape tiny --batch 2 --seq 64 --steps 5 --warmup 2")
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--dtype', default='bfloat16')
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--seq', type=int, default=1024)
+    p.add_argument('--r', type=int, default=16)
+    p.add_argument('--steps', type=int, default=10)
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped")
+    p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
+                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; peft: PEFT default (fp32 adapters); peft-bf16")
+    p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
+    p.add_argument('--no-peft', action='store_true')
+    p.add_argument('--pissa-init', action='store_true', help='also time PiSSA init, full vs fast SVD')
+    p.add_argument('--init-layers', type=int, default=0, help='blocks for the full-SVD timing (0 = all); extrapolated to the whole model')
+    p.add_argument('--json', default='')
+    p.add_argument('--verbose', action='store_true')
+    args = p.parse_args(argv)
+    if args.tiny: args.shape, args.batch, args.seq, args.steps, args.warmup = 'tiny', 2, 64, 5, 2
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    impls = args.impls.split(',')
+    if args.no_peft: impls = [i for i in impls if not i.startswith('peft')]
+    try: import peft  # noqa: F401
+    except ImportError: impls = [i for i in impls if not i.startswith('peft')]; print('peft not installed: PEFT rows skipped')
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import lora_lite  # noqa: F401
+
+    t0 = time.perf_counter()
+    model = build_model(args.shape, dtype, device)
+    print(f"built {args.shape} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, {args.dtype}) on {device} "
+          f"in {time.perf_counter() - t0:.1f} s; batch {args.batch}x{args.seq}", flush=True)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(device)
+
+    names = [v for v in args.variants.split(',') if v]
+    have = available_variants(names)
+    if missing := [v for v in names if v not in have]: print(f"lora-lite has no {missing} yet: their lora-lite rows are skipped")
+    specs = variant_specs(args.r)
+    fp32_only = set(args.fp32_variants.split(',')) if args.fp32_variants else None
+    compute_of = {'ll': None, 'll-fp32': 'adapter', 'll-input': 'input'}
+
+    for _ in range(2): train_step(model, ids, None)  # global warm-up: kernels, allocator, autotuning
+    sync(device); model.zero_grad(set_to_none=True)
+    rows = [run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model))]
+    for v in names:
+        llkw, pf = specs[v]
+        for impl in impls:
+            if impl in compute_of:
+                if v not in have or (impl == 'll-fp32' and fp32_only is not None and v not in fp32_only): continue
+                setup = lambda kw=llkw, c=compute_of[impl]: attach_ll(model, kw, c)
+            else:
+                setup = lambda f=pf, bf=impl == 'peft-bf16': attach_peft(model, f, bf)
+            rows.append(run_row(model, ids, args, device, v, impl, setup))
+    rows.append(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
+    init_rows = pissa_init_rows(model, args, device) if args.pissa_init else []
+
+    md, floor = table(rows, impls)
+    for r in rows:
+        if r['status'] == 'ok': r['x_floor'] = r['ms'] / floor
+    print('\n' + md)
+    if init_rows:
+        print('\n| PiSSA init | blocks timed | s | whole model s |\n|---|---|---|---|')
+        for r in init_rows: print(f"| {r['case']} | {r['layers']}/{r['of_layers']} | {r.get('init_s', float('nan')):.2f} | {r.get('whole_model_s', float('nan')):.1f} |")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        meta = dict(command='python ' + ' '.join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+                    versions=versions(), shape=args.shape, model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
+                    r=args.r, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device), floor_ms=floor)
+        json.dump(dict(meta=meta, rows=rows, pissa_init=init_rows, table=md), open(args.json, 'w'), indent=1)
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == '__main__':
+    main()
