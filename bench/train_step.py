@@ -113,8 +113,19 @@ def time_steps(model, ids, params, warmup, steps, device):
         tm.start(); loss = train_step(model, ids, opt); t = tm.stop()
         if i >= warmup: times.append(t)
     if not math.isfinite(loss.item()): raise FloatingPointError(f"loss is {loss.item()}")
-    del opt
-    return statistics.median(times), times
+    return statistics.median(times), times, opt
+
+
+def profile_step(model, ids, opt, device, top=15):
+    "The `top` ops of one training step by self device time (CPU time on a CPU): [(name, ms, calls)]."
+    from torch.profiler import profile, ProfilerActivity
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with profile(activities=acts) as prof:
+        train_step(model, ids, opt); sync(device)
+    key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    ev = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    total = sum(getattr(e, key) for e in prof.key_averages()) / 1e3
+    return dict(total_ms=total, ops=[(e.key[:80], round(getattr(e, key) / 1e3, 3), e.count) for e in ev])
 
 
 def peak_gib(device):
@@ -166,8 +177,11 @@ def run_row(model, ids, args, device, variant, impl, setup):
         sync(device); row['init_s'] = time.perf_counter() - t0
         row['trainable'] = sum(p.numel() for p in params)
         row['adapter_dtype'] = str(params[0].dtype).removeprefix('torch.') if params else None
-        row['ms'], row['all_ms'] = time_steps(runner, ids, params, args.warmup, args.steps, device)
+        row['ms'], row['all_ms'], opt = time_steps(runner, ids, params, args.warmup, args.steps, device)
         row['peak_gib'] = peak_gib(device); row['status'] = 'ok'
+        if args.profile and (args.profile == 'all' or variant in args.profile.split(',')):
+            row['profile'] = profile_step(runner, ids, opt, device)
+        del opt
     except torch.OutOfMemoryError:
         row['status'] = 'OOM'
     except Exception as e:
@@ -304,6 +318,7 @@ def main(argv=None):
     p.add_argument('--no-peft', action='store_true')
     p.add_argument('--pissa-init', action='store_true', help='also time PiSSA init, full vs fast SVD')
     p.add_argument('--init-layers', type=int, default=0, help='blocks for the full-SVD timing (0 = all); extrapolated to the whole model')
+    p.add_argument('--profile', default='', help="comma-separated variants (or 'all') to profile one extra step of; stored in the JSON")
     p.add_argument('--json', default='')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)

@@ -1,0 +1,204 @@
+"""Speed features must not change what is computed.
+
+- `torch.compile` of a whole model with adapters attached traces the hooks (one graph, no breaks)
+  and matches eager, forward and gradients;
+- gradient checkpointing (reentrant and not) gives the adapters the same gradients as none;
+- computing in the activations' dtype (`compute='input'`, what `'auto'` picks for bf16 on a GPU)
+  keeps small updates: parameters stay float32, so an update far below bf16's resolution is kept
+  and accumulates, and the bf16-compute gradients agree with float32-compute ones.
+"""
+import importlib, pytest, torch
+import lora_lite as ll
+from lora_lite.variant import Variant, ParamSpec, cast
+from lora_lite.testing import tiny_qwen3, token_input, perturb_, max_diff
+
+ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
+
+
+def _have(name):
+    try: ll.get_variant(name); return True
+    except ValueError: return False
+
+
+VARIANTS = [v for v in ALL if _have(v)]
+CFG_KW = {'vera': dict(r=8), 'oft': dict(options=dict(block_size=16))}
+
+
+def cfg_for(v, **kw):
+    base = dict(variant=v, r=4, alpha=8)
+    base.update(CFG_KW.get(v, {}))
+    V = ll.get_variant(v)
+    if 'options' in base: base['options'] = {k: o for k, o in base['options'].items() if k in V.options}
+    base.update(kw)
+    return ll.LoraLiteConfig(**base)
+
+
+def adapted(v, dtype=torch.float32, **kw):
+    torch.manual_seed(0)
+    m = tiny_qwen3(dtype=dtype)
+    ll.attach(m, cfg_for(v, **kw))
+    perturb_(m, scale=0.05)
+    return m
+
+
+def loss_and_grads(m, ids):
+    m.zero_grad(set_to_none=True)
+    out = m(ids).logits
+    loss = out.float().pow(2).mean()
+    loss.backward()
+    return out.detach(), {n.removeprefix("_orig_mod."): p.grad.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+# --------------------------------------------------------------------------------------------
+# torch.compile
+
+@pytest.mark.parametrize('v', VARIANTS)
+def test_compile_matches_eager(v):
+    "Dynamo traces every hook in one graph (`fullgraph=True`), and the compiled step equals eager."
+    ids = token_input()
+    m = adapted(v)
+    y0, g0 = loss_and_grads(m, ids)
+    torch._dynamo.reset()
+    mc = torch.compile(m, backend='aot_eager', fullgraph=True)
+    y1, g1 = loss_and_grads(mc, ids)
+    assert max_diff(y1, y0) <= 1e-5, f"{v}: compiled forward differs by {max_diff(y1, y0):.2e}"
+    assert g1.keys() == g0.keys() and g0
+    bad = {n: rel(g1[n], g0[n]) for n in g0 if rel(g1[n], g0[n]) > 1e-5}
+    assert not bad, f"{v}: compiled gradients differ: {bad}"
+
+
+def test_compile_inductor_lora():
+    "The real compiler (inductor, generated kernels) on LoRA: same output and gradients as eager."
+    ids = token_input()
+    m = adapted('lora')
+    y0, g0 = loss_and_grads(m, ids)
+    torch._dynamo.reset()
+    y1, g1 = loss_and_grads(torch.compile(m, fullgraph=True), ids)
+    assert max_diff(y1, y0) <= 1e-4
+    assert all(rel(g1[n], g0[n]) <= 1e-4 for n in g0), {n: rel(g1[n], g0[n]) for n in g0}
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient checkpointing
+
+@pytest.mark.parametrize('reentrant', [False, True])
+@pytest.mark.parametrize('v', VARIANTS)
+def test_checkpointing_same_gradients(v, reentrant):
+    "Recomputing each block in backward (reentrant or not) gives every adapter tensor the gradient it gets without."
+    ids = token_input()
+    m = adapted(v); m.train()
+    _, g0 = loss_and_grads(m, ids)
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': reentrant})
+    assert m.model.gradient_checkpointing
+    _, g1 = loss_and_grads(m, ids)
+    assert g1.keys() == g0.keys() and g0
+    missing = [n for n in g0 if g1[n] is None or not g1[n].abs().sum() and g0[n].abs().sum()]
+    assert not missing, f"no gradient under checkpointing for {missing[:4]}"
+    bad = {n: rel(g1[n], g0[n]) for n in g0 if rel(g1[n], g0[n]) > 1e-5}
+    assert not bad, f"{v}, use_reentrant={reentrant}: gradients differ: {bad}"
+
+
+def test_checkpointing_can_fail():
+    "The comparison above can fail: a block that runs differently in recompute gives other gradients."
+    ids = token_input()
+    m = adapted('lora'); m.train()
+    _, g0 = loss_and_grads(m, ids)
+    layer = m.model.layers[0].self_attn.q_proj
+    calls = []
+    def flaky(mod, args, y):
+        calls.append(1)
+        return y * 1.5 if len(calls) % 2 == 0 else y  # the recompute sees another function
+    h = layer.register_forward_hook(flaky)
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    _, g1 = loss_and_grads(m, ids)
+    h.remove()
+    assert max(rel(g1[n], g0[n]) for n in g0) > 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# Computing in the activations' dtype
+
+class _PerfScale(Variant):
+    "IA3-like: `y * l`, l a float32 vector starting at 1 (the hardest case for bf16: 1 + 1e-4 == 1)."
+    name = '_perf_scale'
+    @staticmethod
+    def param_specs(d_in, d_out, cfg): return {'lora_l': ParamSpec((d_out,), 'ones')}
+    @staticmethod
+    def forward(layer, x, y): return y * cast(layer.lora_l, y)
+
+
+def test_auto_default():
+    "`'auto'` is the default; on a CPU it computes in the adapter dtype, as before."
+    cfg = ll.LoraLiteConfig()
+    assert cfg.compute == 'auto'
+    m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, ll.LoraLiteConfig(variant='lora', r=4))
+    seen = []
+    V = ll.get_variant('lora')
+    lyr = m.model.layers[0].self_attn.q_proj
+    h = lyr.register_forward_pre_hook(lambda mod, a: seen.append(a[0].dtype))
+    m(token_input())
+    h.remove()
+    assert seen == [torch.bfloat16]
+    from lora_lite.adapter import _compute_dtype
+    assert _compute_dtype(cfg, torch.zeros(1, dtype=torch.bfloat16)) == torch.float32
+    assert _compute_dtype(cfg, torch.empty(1, dtype=torch.bfloat16, device='meta')) is None
+
+
+@pytest.mark.parametrize('compute', ['input', 'adapter'])
+def test_small_updates_survive(compute):
+    """A float32 parameter at 1.0 takes 100 steps of 1e-4 (each far below bf16's spacing of 2**-7 at 1.0):
+    they all accumulate, whatever the compute dtype; a bf16-stored parameter keeps none of them."""
+    ids = token_input()
+    def run(dtype, compute):
+        torch.manual_seed(0)
+        m = tiny_qwen3(dtype=torch.bfloat16)
+        ll.attach(m, ll.LoraLiteConfig(variant='_perf_scale', dtype=dtype, compute=compute))
+        p = m.model.layers[0].mlp.down_proj.lora_l
+        opt = torch.optim.SGD(ll.trainable_parameters(m), lr=1.0)
+        for _ in range(100):
+            for q in ll.trainable_parameters(m): q.grad = torch.full_like(q, -1e-4)  # a fixed tiny step: +1e-4 each
+            opt.step()
+        return p.detach().float()
+    kept, lost = run('float32', compute), run('bfloat16', compute)
+    assert torch.allclose(kept, torch.full_like(kept, 1.01), atol=1e-5), kept[:4]
+    assert torch.equal(lost, torch.ones_like(lost)), "bf16 storage should lose 1e-4 updates at 1.0"
+
+
+def test_input_compute_learns_like_float32():
+    "Real gradients: 20 AdamW steps at lr 1e-4 with bf16 compute move the float32 scales like float32 compute does."
+    ids = token_input()
+    def run(compute):
+        torch.manual_seed(0)
+        m = tiny_qwen3(dtype=torch.bfloat16)
+        ll.attach(m, ll.LoraLiteConfig(variant='_perf_scale', compute=compute))
+        opt = torch.optim.AdamW(ll.trainable_parameters(m), lr=1e-4, weight_decay=0.0)
+        for _ in range(20):
+            loss = m(ids, labels=ids).loss
+            opt.zero_grad(); loss.backward(); opt.step()
+        return torch.cat([p.detach().flatten() for p in ll.trainable_parameters(m)]) - 1
+    d_in, d_ad = run('input'), run('adapter')
+    assert d_ad.abs().max() > 1e-3  # the scales really moved, by less than bf16 resolves at 1.0 per step
+    assert rel(d_in, d_ad) < 0.1, rel(d_in, d_ad)
+
+
+@pytest.mark.parametrize('v', VARIANTS)
+def test_input_compute_numerics(v):
+    """Every variant with bf16 activations and compute='input': the identity at init still holds, and after
+    a perturbation outputs and gradients agree with float32 compute to bf16 accuracy."""
+    ids = token_input()
+    torch.manual_seed(0)
+    base = tiny_qwen3(dtype=torch.bfloat16)
+    with torch.no_grad(): y_base = base(ids).logits
+    m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, compute='input'))
+    with torch.no_grad(): d_id = max_diff(m(ids).logits, y_base)
+    assert d_id <= 0.0, f"{v}: compute='input' is not the identity at init (max |Δ| {d_id:.3e})"
+    m_in, m_ad = adapted(v, torch.bfloat16, compute='input'), adapted(v, torch.bfloat16, compute='adapter')
+    y_in, g_in = loss_and_grads(m_in, ids)
+    y_ad, g_ad = loss_and_grads(m_ad, ids)
+    assert rel(y_in, y_ad) < 2e-2, f"{v}: outputs differ by {rel(y_in, y_ad):.2e}"
+    worst = max(rel(g_in[n], g_ad[n]) for n in g_ad)
+    assert worst < 5e-2, f"{v}: gradients differ by {worst:.2e}"
