@@ -55,7 +55,8 @@ def test_adapter_matches_one_process(run, engine):
     init = load_file(run / 'init-single.safetensors')
     sd = read_adapter(run / f'adapter-{engine}.safetensors')[2]
     assert sd.keys() == ref.keys() and len(sd) == 2 * 7 * 2  # lora_A, lora_B on 7 linears x 2 layers
-    assert update_err(ref, init, init) == 1.0  # the update is not zero: the check has something to measure
+    moved = max((ref[k] - init[k]).abs().max().item() for k in ref)
+    assert moved > 1e-3, "training did not move the adapter: the comparison would measure nothing"
     err = update_err(sd, ref, init)
     assert err < TOL, f"{engine} adapter differs from one-process training: update error {err:.2e}"
 
