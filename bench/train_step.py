@@ -38,7 +38,7 @@ def variant_specs(r: int):
     return {
         'lora':   (dict(variant='lora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T)),
         'dora':   (dict(variant='dora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T, use_dora=True)),
-        'pissa':  (dict(variant='pissa', r=r, alpha=r), lambda: peft.LoraConfig(r=r, lora_alpha=r, target_modules=T, init_lora_weights='pissa_niter_4')),
+        'pissa':  (dict(variant='pissa', r=r, alpha=r, options=dict(init='fast', niter=4)), lambda: peft.LoraConfig(r=r, lora_alpha=r, target_modules=T, init_lora_weights='pissa_niter_4')),
         'ia3':    (dict(variant='ia3'), lambda: peft.IA3Config(target_modules=T, feedforward_modules=['down_proj'])),
         'hra':    (dict(variant='hra', r=r), lambda: peft.HRAConfig(r=r, target_modules=T)),
         'delora': (dict(variant='delora', r=r), lambda: peft.DeloraConfig(r=r, target_modules=T)),
@@ -56,6 +56,22 @@ def ll_config(kw: dict, compute: str | None):
     if 'options' in kw: kw['options'] = {k: v for k, v in kw['options'].items() if k in V.options}
     if compute is not None: kw['compute'] = compute
     return ll.LoraLiteConfig(**kw)
+
+
+def register_levers():
+    """Bench-only LoRA twins that measure a lever before it goes into the library: `_bench_lora_addmm`
+    folds the scale into B (an r×d_out op) and fuses the add into the second GEMM (`addmm`, beta=1)."""
+    import torch.nn.functional as F
+    from lora_lite.variant import cast, layer_cfg
+    from lora_lite.lora import LoRA
+    class _BenchLoRAAddmm(LoRA):
+        name = '_bench_lora_addmm'
+        @staticmethod
+        def forward(layer, x, y):
+            h = F.linear(x, cast(layer.lora_A, x))
+            Bs = cast(layer.lora_B, x) * layer_cfg(layer).scale
+            return torch.addmm(y.reshape(-1, y.shape[-1]).to(h.dtype), h.reshape(-1, h.shape[-1]), Bs.t()).view(y.shape)
+    return {'ll-addmm': '_bench_{}_addmm'}
 
 
 def available_variants(names):
@@ -79,6 +95,7 @@ def build_model(shape: str, dtype, device):
     with torch.device(device):
         m = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation='sdpa')
     m.config.use_cache = False
+    m.requires_grad_(False)  # the floor is the frozen base (attach/PEFT freeze it too)
     m.enable_input_require_grads()  # gradients forced through every layer, the floor included
     return m.train()
 
@@ -179,7 +196,7 @@ def run_row(model, ids, args, device, variant, impl, setup):
         row['adapter_dtype'] = str(params[0].dtype).removeprefix('torch.') if params else None
         row['ms'], row['all_ms'], opt = time_steps(runner, ids, params, args.warmup, args.steps, device)
         row['peak_gib'] = peak_gib(device); row['status'] = 'ok'
-        if args.profile and (args.profile == 'all' or variant in args.profile.split(',')):
+        if args.profile and (args.profile == 'all' or variant in args.profile.split(',')) and impl in args.profile_impls.split(','):
             row['profile'] = profile_step(runner, ids, opt, device)
         del opt
     except torch.OutOfMemoryError:
@@ -202,20 +219,16 @@ def run_row(model, ids, args, device, variant, impl, setup):
 # PiSSA initialisation time: full SVD against the fast (randomized) one.
 
 def pissa_init_rows(model, args, device):
-    "Attach time of PiSSA with a full SVD and with the fast one, over the first `--init-layers` blocks."
-    import lora_lite as ll
+    """Attach time of PiSSA with the full SVD and with the fast (randomised) one over the first `--init-layers`
+    blocks, extrapolated to the whole model; the fast one runs twice to check it is reproducible."""
     rows, L = [], model.config.num_hidden_layers
     n = min(args.init_layers or L, L)
-    V = ll.get_variant('pissa') if 'pissa' in available_variants(['pissa']) else None
-    layers = tuple(range(n))
-    cases = []
-    if V is not None:
-        for opt_name in ('fast', 'niter', 'svd', 'method', 'init'):
-            if opt_name in V.options: break
-        else: opt_name = None
-        fast_opts, full_opts = pissa_option_sets(V)
-        if full_opts is not None: cases.append(('lora-lite full SVD', lambda: _ll_attach_only(model, dict(variant='pissa', r=args.r, alpha=args.r, layers=layers, options=full_opts))))
-        if fast_opts is not None: cases.append(('lora-lite fast SVD', lambda: _ll_attach_only(model, dict(variant='pissa', r=args.r, alpha=args.r, layers=layers, options=fast_opts))))
+    layers, cases = tuple(range(n)), []
+    if available_variants(['pissa']):
+        kw = dict(variant='pissa', r=args.r, alpha=args.r, layers=layers)
+        for label, opts in (('lora-lite full SVD', {'init': 'svd'}), ('lora-lite fast SVD', {'init': 'fast', 'niter': 4}),
+                            ('lora-lite fast SVD, again', {'init': 'fast', 'niter': 4})):
+            cases.append((label, lambda o=opts: _ll_attach_only(model, dict(kw, options=o))))
     if not args.no_peft:
         import peft
         for label, init in (('PEFT full SVD', 'pissa'), ('PEFT fast SVD (niter 4)', 'pissa_niter_4')):
@@ -231,17 +244,8 @@ def pissa_init_rows(model, args, device):
             rows.append(dict(case=label, layers=n, of_layers=L, status=f'{type(e).__name__}: {str(e)[:200]}'))
         r = rows[-1]
         print(f"  pissa init {label:26s} {r.get('init_s', float('nan')):8.2f} s over {n}/{L} blocks "
-              f"(whole model ≈ {r.get('whole_model_s', float('nan')):.1f} s) {r.get('status', '')}", flush=True)
+              f"(whole model ≈ {r.get('whole_model_s', float('nan')):.1f} s) {r.get('fingerprint', '')} {r.get('status', '')}", flush=True)
     return rows
-
-
-def pissa_option_sets(V):
-    "(fast options, full options) for lora-lite's PiSSA, read off its declared options."
-    o = V.options
-    if 'niter' in o: return {'niter': 4}, {'niter': 0}
-    if 'fast' in o: return {'fast': True}, {'fast': False}
-    if 'svd' in o: return {'svd': 'fast'}, {'svd': 'full'}
-    return {}, None
 
 
 def _ll_attach_only(model, kw):
@@ -298,6 +302,16 @@ def versions():
     return v
 
 
+def save_json(args, argv, device, rows, init_rows, md):
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    floors = [r['ms'] for r in rows if r['variant'] == 'floor' and r['status'] == 'ok']
+    meta = dict(command='python ' + ' '.join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
+                versions=versions(), shape=args.shape, model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
+                r=args.r, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device),
+                floor_ms=statistics.median(floors) if floors else None, complete=md is not None)
+    with open(args.json, 'w') as f: json.dump(dict(meta=meta, rows=rows, pissa_init=init_rows, table=md), f, indent=1)
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -313,12 +327,13 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped")
     p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
-                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; peft: PEFT default (fp32 adapters); peft-bf16")
+                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-addmm: LoRA with addmm (lever); peft: PEFT default (fp32 adapters); peft-bf16")
     p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
     p.add_argument('--no-peft', action='store_true')
     p.add_argument('--pissa-init', action='store_true', help='also time PiSSA init, full vs fast SVD')
     p.add_argument('--init-layers', type=int, default=0, help='blocks for the full-SVD timing (0 = all); extrapolated to the whole model')
     p.add_argument('--profile', default='', help="comma-separated variants (or 'all') to profile one extra step of; stored in the JSON")
+    p.add_argument('--profile-impls', default='ll', help="which implementations --profile covers (comma-separated)")
     p.add_argument('--json', default='')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)
@@ -345,20 +360,29 @@ def main(argv=None):
     specs = variant_specs(args.r)
     fp32_only = set(args.fp32_variants.split(',')) if args.fp32_variants else None
     compute_of = {'ll': None, 'll-fp32': 'adapter', 'll-input': 'input'}
+    levers = register_levers()
 
     for _ in range(2): train_step(model, ids, None)  # global warm-up: kernels, allocator, autotuning
     sync(device); model.zero_grad(set_to_none=True)
-    rows = [run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model))]
+    rows = []
+    def add(row):  # each row is saved as it comes, so a run cut short keeps what it measured
+        rows.append(row)
+        if args.json: save_json(args, argv, device, rows, [], None)
+    add(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
     for v in names:
         llkw, pf = specs[v]
         for impl in impls:
-            if impl in compute_of:
+            if impl in levers:
+                lv = levers[impl].format(v)
+                if not available_variants([lv]): continue
+                setup = lambda kw=dict(llkw, variant=lv): attach_ll(model, kw, None)
+            elif impl in compute_of:
                 if v not in have or (impl == 'll-fp32' and fp32_only is not None and v not in fp32_only): continue
                 setup = lambda kw=llkw, c=compute_of[impl]: attach_ll(model, kw, c)
             else:
                 setup = lambda f=pf, bf=impl == 'peft-bf16': attach_peft(model, f, bf)
-            rows.append(run_row(model, ids, args, device, v, impl, setup))
-    rows.append(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
+            add(run_row(model, ids, args, device, v, impl, setup))
+    add(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
     init_rows = pissa_init_rows(model, args, device) if args.pissa_init else []
 
     md, floor = table(rows, impls)
@@ -368,13 +392,7 @@ def main(argv=None):
     if init_rows:
         print('\n| PiSSA init | blocks timed | s | whole model s |\n|---|---|---|---|')
         for r in init_rows: print(f"| {r['case']} | {r['layers']}/{r['of_layers']} | {r.get('init_s', float('nan')):.2f} | {r.get('whole_model_s', float('nan')):.1f} |")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        meta = dict(command='python ' + ' '.join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
-                    versions=versions(), shape=args.shape, model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
-                    r=args.r, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device), floor_ms=floor)
-        json.dump(dict(meta=meta, rows=rows, pissa_init=init_rows, table=md), open(args.json, 'w'), indent=1)
-        print(f"wrote {args.json}")
+    if args.json: save_json(args, argv, device, rows, init_rows, md); print(f"wrote {args.json}")
     return rows
 
 

@@ -187,18 +187,25 @@ def test_input_compute_learns_like_float32():
 
 @pytest.mark.parametrize('v', VARIANTS)
 def test_input_compute_numerics(v):
-    """Every variant with bf16 activations and compute='input': the identity at init still holds, and after
-    a perturbation outputs and gradients agree with float32 compute to bf16 accuracy."""
+    """Every variant on a bf16 model: compute='input' is the identity at init whenever float32 compute is, and
+    its outputs and gradients are as close to a float32 model's as float32 compute's are (bf16 noise, not worse)."""
     ids = token_input()
     torch.manual_seed(0)
     base = tiny_qwen3(dtype=torch.bfloat16)
     with torch.no_grad(): y_base = base(ids).logits
-    m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, compute='input'))
-    with torch.no_grad(): d_id = max_diff(m(ids).logits, y_base)
-    assert d_id <= 0.0, f"{v}: compute='input' is not the identity at init (max |Δ| {d_id:.3e})"
-    m_in, m_ad = adapted(v, torch.bfloat16, compute='input'), adapted(v, torch.bfloat16, compute='adapter')
-    y_in, g_in = loss_and_grads(m_in, ids)
-    y_ad, g_ad = loss_and_grads(m_ad, ids)
-    assert rel(y_in, y_ad) < 2e-2, f"{v}: outputs differ by {rel(y_in, y_ad):.2e}"
-    worst = max(rel(g_in[n], g_ad[n]) for n in g_ad)
-    assert worst < 5e-2, f"{v}: gradients differ by {worst:.2e}"
+    d_id = {}
+    for c in ('input', 'adapter'):
+        m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, compute=c))
+        with torch.no_grad(): d_id[c] = max_diff(m(ids).logits, y_base)
+    # exact stays exact; a variant that rewrites the bf16 weight (PiSSA's W_res) is off by rounding either way
+    assert d_id['input'] <= 2 * d_id['adapter'], f"{v}: compute='input' is further from the identity at init: {d_id}"
+    y32, g32 = loss_and_grads(adapted(v, torch.float32), ids)
+    y_in, g_in = loss_and_grads(adapted(v, torch.bfloat16, compute='input'), ids)
+    y_ad, g_ad = loss_and_grads(adapted(v, torch.bfloat16, compute='adapter'), ids)
+    assert rel(y_in, y32) <= 2 * rel(y_ad, y32) + 1e-2, f"{v}: outputs {rel(y_in, y32):.2e} vs {rel(y_ad, y32):.2e} off float32"
+    # per kind of tensor over all layers: one scalar (DeLoRA's λ) is a full reduction, bf16 noise of 2-20% either way
+    kind = lambda g, k: torch.cat([t.flatten() for n, t in g.items() if n.rsplit('.', 1)[-1] == k])
+    kinds = {n.rsplit('.', 1)[-1] for n in g32}
+    err = {k: (rel(kind(g_in, k), kind(g32, k)), rel(kind(g_ad, k), kind(g32, k))) for k in kinds}
+    worse = {k: e for k, e in err.items() if e[0] > 2 * e[1] + 1e-2}
+    assert not worse, f"{v}: bf16-compute gradients further from float32 than float32-compute ones: {worse}"
