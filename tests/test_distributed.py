@@ -1,11 +1,12 @@
 """Two CPU processes (torchrun, gloo) train the same adapter with DDP and FSDP2; both must match one process.
 
-Runs `examples/train_distributed.py` once (it trains `single` on rank 0, then `ddp` and `fsdp2` on both
-ranks, each rank on half of the same global batches) and then checks its files here, independently of
-the script's own report:
+Runs `examples/train_distributed.py` once (on rank 0 alone: `single`, the whole batch, and `accum`, the
+batch as two micro-batches with averaged gradients; then `ddp` and `fsdp2` on both ranks, each rank on
+half of the same global batches) and checks its files here, independently of the script's own report:
 
-- after N AdamW steps each engine's adapter equals the one-process adapter: the relative error of the
-  update, ||θ_engine − θ_1proc|| / ||θ_1proc − θ_0||, is below 1e-4 (float32; measured ~3e-6);
+- after N AdamW steps each engine's adapter equals the one-process adapters: the relative error of the
+  update, ||θ_engine − θ_1proc|| / ||θ_1proc − θ_0||, is below 1e-4 vs `single` (float32; measured
+  ~3e-6, batch-shape rounding) and below 1e-6 vs `accum` (measured 0: the same arithmetic);
 - each saved file loads with plain `ll.load` into a fresh single-device model and reproduces the logits
   the wrapped (DDP) or sharded (FSDP2) model produced, to 1e-5 relative (measured: exactly);
 - the comparison can fail: an adapter trained on one rank's half batch only (what a missing gradient
@@ -45,7 +46,7 @@ def run(tmp_path_factory):
 def test_report(run):
     res = json.loads((run / 'distributed.json').read_text())
     assert res['world_size'] == 2 and res['backend'] == 'gloo'
-    assert [r['engine'] for r in res['results']] == ['single', 'ddp', 'fsdp2']
+    assert [r['engine'] for r in res['results']] == ['single', 'accum', 'ddp', 'fsdp2']
     assert all(r['ok'] for r in res['results']) and '| fsdp2 | 2 |' in (run / 'distributed.md').read_text()
 
 
@@ -53,15 +54,19 @@ def test_report(run):
 def test_adapter_matches_one_process(run, engine):
     ref = read_adapter(run / 'adapter-single.safetensors')[2]
     init = load_file(run / 'init-single.safetensors')
+    assert all(torch.equal(init[k], v) for k, v in load_file(run / f'init-{engine}.safetensors').items())
     sd = read_adapter(run / f'adapter-{engine}.safetensors')[2]
     assert sd.keys() == ref.keys() and len(sd) == 2 * 7 * 2  # lora_A, lora_B on 7 linears x 2 layers
     moved = max((ref[k] - init[k]).abs().max().item() for k in ref)
     assert moved > 1e-3, "training did not move the adapter: the comparison would measure nothing"
     err = update_err(sd, ref, init)
     assert err < TOL, f"{engine} adapter differs from one-process training: update error {err:.2e}"
+    acc = read_adapter(run / 'adapter-accum.safetensors')[2]
+    err = update_err(sd, acc, load_file(run / 'init-accum.safetensors'))
+    assert err < 1e-6, f"{engine} adapter differs from one-process gradient accumulation: update error {err:.2e}"
 
 
-@pytest.mark.parametrize('engine', ['single', 'ddp', 'fsdp2'])
+@pytest.mark.parametrize('engine', ['single', 'accum', 'ddp', 'fsdp2'])
 def test_saved_file_reloads_on_one_device(run, engine):
     lg = load_file(run / f'logits-{engine}.safetensors')
     m = tiny_qwen3(); ll.load(m, run / f'adapter-{engine}.safetensors')
@@ -86,3 +91,4 @@ def test_comparison_can_fail(run):
     ref = read_adapter(run / 'adapter-single.safetensors')[2]
     err = update_err(ll.adapter_state_dict(m), ref, load_file(run / 'init-single.safetensors'))
     assert err > 100 * TOL, err
+    print(f"half batch, no averaging: update error {err:.2e}")
