@@ -2,19 +2,24 @@
 
     torchrun --nproc_per_node 2 examples/train_distributed.py --out results/
 
-One launch runs, in turn: `single` (rank 0 alone, the whole global batch, no wrapper), `ddp`
-(DistributedDataParallel) and `fsdp2` (`fully_shard` on every decoder block and the root), each rank
-on its slice of the same global batches. Every run builds the same seeded model, attaches the adapter
-*before* wrapping or sharding (the order lora-lite requires), trains `--steps` AdamW steps, and saves
-the adapter with `save_distributed` (rank 0 writes an ordinary `ll.save` file). Rank 0 then checks:
+One launch runs, in turn, on the same seeded model and the same global batches:
+`single` (rank 0 alone, the whole batch), `accum` (rank 0 alone, the batch as one micro-batch per
+rank with averaged gradients: the arithmetic the engines do), `ddp` (DistributedDataParallel) and
+`fsdp2` (`fully_shard` on every decoder block, then the root), each rank on its slice of the batch.
+Every run attaches the adapter *before* wrapping or sharding (the order lora-lite requires, checked by
+`lora_lite.distributed`), trains `--steps` steps and saves the adapter with `save_distributed`
+(rank 0 writes an ordinary `ll.save` file). Rank 0 then checks, for each engine:
 
-- the adapter of each engine equals the one-process adapter: relative error of the update,
-  ||theta_engine - theta_single|| / ||theta_single - theta_0|| over all lora_* tensors, <= --tol;
-- the saved file, loaded with `ll.load` into a fresh single-device model, reproduces the logits of
-  the wrapped (sharded) model on an evaluation batch;
+- error vs X = ||θ − θ_X|| / ||θ_X − θ_0|| over all lora_* tensors after the last step, for X =
+  `single` (tolerance: float32 1e-4; bf16 0.2, because Adam turns the rounding differences of a
+  different batch shape into whole ±lr steps on near-zero gradients) and X = `accum` (1e-4 / 1e-2:
+  the same arithmetic, so only reduction order can differ; 0 on CPU);
+- reload: the saved file, loaded with `ll.load` into a fresh single-device model, reproduces the
+  logits of the wrapped (sharded) model (relative 1e-5 / 1e-2; 0 on CPU);
 
-and writes `distributed.json` and `distributed.md` into `--out`, plus the adapter files and logits.
-Backend: `nccl` when CUDA is present (one GPU per rank), `gloo` on CPU. Exit status 1 when a check fails.
+and writes `distributed.json` and `distributed.md` into `--out`, with the adapter, init and logits
+files. Backend: `nccl` when CUDA is present (one GPU per rank), `gloo` on CPU. Exit status 1 when a
+check fails. Without torchrun it runs as a one-process group.
 """
 import argparse, json, os, platform, sys, time
 import torch
@@ -33,7 +38,7 @@ SIZES = {  # config-built Qwen3, random weights
     'small': dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
                   num_attention_heads=16, num_key_value_heads=8, head_dim=64, max_position_embeddings=2048),
 }
-TOL = {'float32': 1e-4, 'bfloat16': 1e-1}        # relative update error vs `single` (see the docstring)
+TOL = {'float32': 1e-4, 'bfloat16': 2e-1}        # relative update error vs `single` (see the docstring)
 TOL_ACCUM = {'float32': 1e-4, 'bfloat16': 1e-2}  # relative update error vs `accum`
 LOGIT_TOL = {'float32': 1e-5, 'bfloat16': 1e-2}  # reload vs wrapped model, relative to max |logit|
 
@@ -141,7 +146,7 @@ def run(a, engine, rank, world, device):
         if ranks > 1: dist.all_reduce(l, op=dist.ReduceOp.AVG)
         losses.append(l.item())
     w.eval()
-    eval_ids = batch(a, 10_000, m.config.vocab_size)[:4].to(device)
+    eval_ids = batch(a, 10_000, m.config.vocab_size)[:2, :64].to(device)
     with torch.no_grad(): logits = outputs(w, eval_ids).float().cpu()
     path = os.path.join(a.out, f'adapter-{engine}.safetensors')
     if ranks == 1: ll.save(m, path)
