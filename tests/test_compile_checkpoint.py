@@ -49,6 +49,14 @@ def loss_and_grads(m, ids):
     return out.detach(), {n.removeprefix("_orig_mod."): p.grad.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
 
 
+def checkpointing_on(m, reentrant):
+    "Turn on transformers' activation checkpointing (the deprecated name on older transformers)."
+    kw = {'use_reentrant': reentrant}
+    if hasattr(m, 'activation_checkpointing_enable'): m.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    assert m.model.gradient_checkpointing
+
+
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
@@ -92,8 +100,7 @@ def test_checkpointing_same_gradients(v, reentrant):
     ids = token_input()
     m = adapted(v); m.train()
     _, g0 = loss_and_grads(m, ids)
-    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': reentrant})
-    assert m.model.gradient_checkpointing
+    checkpointing_on(m, reentrant)
     _, g1 = loss_and_grads(m, ids)
     assert g1.keys() == g0.keys() and g0
     missing = [n for n in g0 if g1[n] is None or not g1[n].abs().sum() and g0[n].abs().sum()]
@@ -113,7 +120,7 @@ def test_checkpointing_can_fail():
         calls.append(1)
         return y * 1.5 if len(calls) % 2 == 0 else y  # the recompute sees another function
     h = layer.register_forward_hook(flaky)
-    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    checkpointing_on(m, False)
     _, g1 = loss_and_grads(m, ids)
     h.remove()
     assert max(rel(g1[n], g0[n]) for n in g0) > 1e-3
