@@ -80,3 +80,11 @@ def test_smollm2_lora(tmp_path):
     r = _rows(tmp_path)['lora']
     assert (r['targets'], r['trainable'], r['id_err'], r['reload']) == (2, 2 * 8 * 576 + 8 * 576 + 8 * 192, 0, 0)
     assert r['perturb'] > 0 and r['lossN'] < r['loss0'] < 10
+
+
+def test_tiny_4bit(tmp_path):
+    "A bitsandbytes 4-bit base: LoRA passes with an exact identity; PiSSA refuses quantized weights by design and is a SKIP, not a FAIL."
+    assert probe_main([*TINY, '--load-in-4bit', '--variants', 'lora', 'pissa', '--out', str(tmp_path)]) == 0
+    rows = _rows(tmp_path)
+    assert rows['lora']['status'] == 'PASS' and rows['lora']['id_err'] == 0 and rows['lora']['reload'] == 0
+    assert rows['pissa']['status'] == 'SKIP' and 'quantized' in rows['pissa']['error']
