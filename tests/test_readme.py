@@ -15,5 +15,6 @@ def test_readme_samples_run(tmp_path, monkeypatch):
     ns = {}
     for i, block in enumerate(python_blocks()):
         if "is_linear_like(layer) and matches" in block: continue  # the pseudocode block
+        if "path/to/" in block: continue  # illustrations that need the user's own checkpoint folder
         exec(compile(block, f"README block {i}", "exec"), ns)
     assert ns["targets"] and os.path.exists("/tmp/adapter.safetensors")
