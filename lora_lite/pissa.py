@@ -40,13 +40,13 @@ def pissa_residual(W0: torch.Tensor, A0: torch.Tensor, B0: torch.Tensor, scale: 
     ct = torch.promote_types(W0.dtype, torch.float32)
     return torch.addmm(W0.to(ct), B0.to(ct), A0.to(ct), alpha=-scale).to(W0.dtype)
 
-# %% ../nbs/11_pissa.ipynb #3658ea5e
+# %% ../nbs/11_pissa.ipynb #ce9ab155
 def _versions(layer): return (layer.lora_A0._version, layer.lora_B0._version)
 
 def sync_residual(layer: nn.Module, args=None) -> None:
     "Re-form `layer.weight = W_res` from the stored `lora_A0`, `lora_B0` when they changed (after `ll.load`)."
     if torch.compiler.is_compiling() or layer._lora_v == _versions(layer): return
-    with torch.no_grad(): layer.weight.copy_(pissa_residual(layer._lora_W0, layer.lora_A0, layer.lora_B0, layer_cfg(layer).scale))
+    with torch.no_grad(): layer.weight.copy_(pissa_residual(layer._lora_W0.to(layer.weight.device), layer.lora_A0, layer.lora_B0, layer_cfg(layer).scale))
     layer._lora_v = _versions(layer)
 
 # %% ../nbs/11_pissa.ipynb #313d7776
@@ -75,11 +75,11 @@ def _pissa_check(layer, cfg):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"PiSSA option {k} must be an int >= 0, got {v!r}")
 PiSSA.check = _pissa_check
 
-# %% ../nbs/11_pissa.ipynb #d56bda32
+# %% ../nbs/11_pissa.ipynb #f89d7a19
 @staticmethod
 def _pissa_init(layer, cfg):
     W = dense_weight(layer)
-    layer._lora_W0 = W.detach().clone()
+    layer._lora_W0 = W.detach().to('cpu', copy=True)
     A0, B0 = pissa_factors(W, cfg.r, cfg.scale, cfg.opt('init'), cfg.opt('niter'), cfg.opt('seed'))
     for k, t in (('lora_A', A0), ('lora_B', B0), ('lora_A0', A0), ('lora_B0', B0)): getattr(layer, k).copy_(t)
     layer._lora_v = None
