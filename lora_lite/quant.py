@@ -15,10 +15,11 @@ from .variant import get_variant, all_variants
 from .testing import tiny_model, tiny_input, tiny_qwen3, token_input, outputs, task_loss, max_diff, perturb_, train_steps
 
 # %% auto #0
-__all__ = ['KINDS', 'PARITY_TOL', 'IDENTITY_ATOL', 'is_bnb', 'quantize_linear', 'quantize_linears_', 'dequantize_weight',
-           'is_repacked', 'DenseTwin', 'dense_twin', 'dense_twin_', 'bnb_config', 'save_pretrained_tmp',
-           'load_quantized', 'grad_gap', 'check_not_repacked', 'quant_model', 'quant_inputs', 'quant_case',
-           'check_case', 'variant_names', 'quant_table', 'run_matrix', 'support_table', 'quant_loss_curves']
+__all__ = ['KINDS', 'PARITY_TOL', 'IDENTITY_ATOL', 'BF16_GRAD_TOL', 'is_bnb', 'quantize_linear', 'quantize_linears_',
+           'dequantize_weight', 'is_repacked', 'DenseTwin', 'dense_twin', 'dense_twin_', 'bnb_config',
+           'save_pretrained_tmp', 'load_quantized', 'grad_gap', 'grad_gap_norm', 'check_not_repacked', 'quant_model',
+           'quant_inputs', 'quant_case', 'check_case', 'variant_names', 'quant_table', 'run_matrix', 'support_table',
+           'quant_loss_curves']
 
 # %% ../nbs/20_quantized.ipynb #be932992
 def _bnb():
@@ -142,7 +143,7 @@ def load_quantized(folder, kind: str = 'nf4', device='cpu', guard: bool = True) 
     if guard: guard_quantized(m)
     return m.eval()
 
-# %% ../nbs/20_quantized.ipynb #9b617cd3
+# %% ../nbs/20_quantized.ipynb #44e1a598
 def grad_gap(g: dict, ref: dict) -> float:
     "Largest relative difference between two `{name: grad}` dicts (inf where a gradient is missing or zero)."
     gap = 0.0
@@ -150,6 +151,15 @@ def grad_gap(g: dict, ref: dict) -> float:
         a = g.get(n)
         if a is None or (a.abs().sum() == 0 and r.abs().sum() > 0): return math.inf
         gap = max(gap, max_diff(a, r) / max(1e-12, r.abs().max().item()))
+    return gap
+
+def grad_gap_norm(g: dict, ref: dict) -> float:
+    "Largest norm-wise relative difference `‖g − ref‖ / ‖ref‖` over the tensors of two `{name: grad}` dicts (inf where one is missing)."
+    gap = 0.0
+    for n, r in ref.items():
+        a = g.get(n)
+        if a is None: return math.inf
+        gap = max(gap, ((a.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item())
     return gap
 
 # %% ../nbs/20_quantized.ipynb #a86978f2
@@ -178,7 +188,7 @@ def _rel(a, b): return max_diff(a, b) / max(1.0, b.abs().max().item())
 
 def _grads(m): return {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
 
-# %% ../nbs/20_quantized.ipynb #16c22707
+# %% ../nbs/20_quantized.ipynb #d2f33c48
 def quant_case(variant: str, kind: str = 'nf4', where: str = 'layers', device='cpu', steps: int = 20, lrs=(1e-2, 1e-1),
                r: int = 4, min_drop: float = 0.05, **cfg_kw) -> dict:
     "Measure one variant on one quantized model kind (see the list above); `status` is 'ok' or 'refused' (with `error`)."
@@ -211,7 +221,7 @@ def quant_case(variant: str, kind: str = 'nf4', where: str = 'layers', device='c
     if _kind(kind).get('compute_dtype') == torch.bfloat16:
         ex = dense_twin_(make(), exact=True); ll.load(ex, path)
         ex.train(); task_loss(ex, inp).backward()
-        res['grad_ref'], res['grad_floor'] = grad_gap(g, _grads(ex)), grad_gap(_grads(tw), _grads(ex))
+        res['grad_ref'], res['grad_floor'] = grad_gap_norm(g, _grads(ex)), grad_gap_norm(_grads(tw), _grads(ex))
     for lr in lrs:
         m3 = make(); ll.attach(m3, cfg, cal)
         losses = train_steps(m3, inp, steps, lr)
@@ -219,10 +229,11 @@ def quant_case(variant: str, kind: str = 'nf4', where: str = 'layers', device='c
         if losses[-1] < losses[0] * (1 - min_drop): break
     return res
 
-# %% ../nbs/20_quantized.ipynb #f7d4d239
+# %% ../nbs/20_quantized.ipynb #79290a3b
 PARITY_TOL = {'cpu': {'int8': 3e-2, 'nf4': 1e-5, 'nf4-bf16': 3e-2, 'fp4': 1e-5, 'fp4-bf16': 3e-2},
               'cuda': {'int8': 5e-2, 'nf4': 1e-3, 'nf4-bf16': 5e-2, 'fp4': 1e-3, 'fp4-bf16': 5e-2}}
 IDENTITY_ATOL: dict[str, float] = {}
+BF16_GRAD_TOL = 0.1
 
 def check_case(res: dict, device='cpu', min_drop: float = 0.03) -> dict:
     "Assert `quant_case`'s numbers meet the contract; returns `res`."
@@ -240,8 +251,8 @@ def check_case(res: dict, device='cpu', min_drop: float = 0.03) -> dict:
     assert res['parity'] <= tol, f"{where}: quantized + adapter differs from the dense twin by {res['parity']:.3e} > {tol}"
     if res['grad_parity'] > tol:
         ref, floor = res.get('grad_ref'), res.get('grad_floor')
-        assert ref is not None and ref <= 2 * floor, (f"{where}: adapter gradients differ from the dense twin's by {res['grad_parity']:.3e} > {tol}"
-            + ('' if ref is None else f", and from exact float32 math on the same weights by {ref:.3e}, more than twice plain bf16's {floor:.3e}"))
+        assert ref is not None and ref <= BF16_GRAD_TOL, (f"{where}: adapter gradients differ from the dense twin's by {res['grad_parity']:.3e} > {tol}"
+            + ('' if ref is None else f", and from exact float32 math on the same weights by {ref:.1%} (norm-wise) > {BF16_GRAD_TOL:.0%} (plain bf16: {floor:.1%})"))
     assert n == tot, f"{where}: only {res['grads']} lora_* tensors got a nonzero gradient"
     assert res['lossN'] < res['loss0'] * (1 - min_drop), f"{where}: loss did not drop by {min_drop:.0%}: {res['loss0']:.4f} -> {res['lossN']:.4f}"
     return res
