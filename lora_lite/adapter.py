@@ -13,8 +13,9 @@ from .variant import get_variant, Variant
 from .target import find_targets
 
 # %% auto #0
-__all__ = ['STATE', 'make_output_hook', 'make_input_hook', 'guard_quantized', 'is_attached', 'attach', 'detach',
-           'adapter_state_dict', 'save', 'read_adapter', 'load', 'Summary', 'trainable_parameters', 'summary']
+__all__ = ['ORDER_HINT', 'STATE', 'make_output_hook', 'make_input_hook', 'guard_quantized', 'check_not_sharded', 'is_attached',
+           'attach', 'detach', 'adapter_state_dict', 'save', 'read_adapter', 'load', 'Summary', 'trainable_parameters',
+           'summary']
 
 # %% ../nbs/03_adapter.ipynb #a561685f
 _LOW = (torch.bfloat16, torch.float16)
@@ -58,6 +59,22 @@ def guard_quantized(model: nn.Module) -> int:
                            "or call lora_lite.adapter.guard_quantized(model) right after loading (lora_lite.quant.load_quantized does).")
     return n
 
+# %% ../nbs/03_adapter.ipynb #ebb678b2
+ORDER_HINT = ("attach first, then wrap or shard: ll.attach(model, cfg); then model = DDP(model) or fully_shard(...). "
+              "Variant init (PiSSA, DoRA, DeLoRA, EVA) reads the full weight, and the engine must see the lora_* parameters")
+
+def check_not_sharded(model: nn.Module) -> nn.Module:
+    "Raise if `model` is wrapped by DDP / FSDP1 or holds `DTensor` (sharded) parameters or buffers; `attach` calls it."
+    kind = type(model).__name__
+    if kind == 'DistributedDataParallel': raise RuntimeError(f"the model is wrapped in DistributedDataParallel; {ORDER_HINT}")
+    if kind == 'FullyShardedDataParallel':
+        raise RuntimeError(f"the model is wrapped in FSDP1 (FullyShardedDataParallel); use FSDP2 (fully_shard), and {ORDER_HINT}")
+    if torch.distributed.is_available():
+        from torch.distributed.tensor import DTensor
+        names = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if isinstance(t, DTensor)]
+        if names: raise RuntimeError(f"the model is already sharded ({len(names)} DTensor tensors, e.g. {names[0]!r}); {ORDER_HINT}")
+    return model
+
 # %% ../nbs/03_adapter.ipynb #e8062de4
 STATE = '_lora_lite'
 
@@ -87,7 +104,7 @@ def _check_targets(targets, V, cfg):
         try: V.check(layer, cfg)
         except Exception as e: raise type(e)(f"cannot attach {V.name!r} to {name!r}: {e}") from None
 
-# %% ../nbs/03_adapter.ipynb #0223da71
+# %% ../nbs/03_adapter.ipynb #ef49824e
 def attach(model: nn.Module, cfg: LoraLiteConfig, calibration_data=None) -> dict[str, nn.Module]:
     "Attach `cfg`'s adapter to `model`; freezes everything else. Returns `{full_name: layer}` of the targets."
     V = get_variant(cfg.variant)
@@ -101,6 +118,7 @@ def attach(model: nn.Module, cfg: LoraLiteConfig, calibration_data=None) -> dict
 def _attach(model, cfg, calibration_data, loading=False):
     if not isinstance(cfg, LoraLiteConfig): raise TypeError(f"cfg must be a LoraLiteConfig, got {type(cfg).__name__}")
     if is_attached(model): raise RuntimeError("this model already has a lora-lite adapter (one per model); call ll.detach(model) first")
+    check_not_sharded(model)
     V = get_variant(cfg.variant)
     if V.forward is None and V.forward_input is None: raise TypeError(f"variant {V.name!r} defines neither forward nor forward_input")
     targets = find_targets(model, cfg)
@@ -142,17 +160,18 @@ def detach(model: nn.Module) -> nn.Module:
     delattr(model, STATE)
     return model
 
-# %% ../nbs/03_adapter.ipynb #922dadba
+# %% ../nbs/03_adapter.ipynb #be64f016
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     "The model's `lora_*` entries of `state_dict()`, under their full-path keys."
     return {k: v for k, v in model.state_dict().items() if k.rsplit('.', 1)[-1].startswith('lora_')}
 
-def save(model: nn.Module, path) -> str:
-    "Write the adapter (full-path `lora_*` tensors + config metadata) to a safetensors file."
+def save(model: nn.Module, path, state_dict: dict | None = None) -> str:
+    "Write the adapter (full-path `lora_*` tensors + config metadata) to a safetensors file; `state_dict` overrides the tensors (e.g. gathered shards)."
     from safetensors.torch import save_file
     import lora_lite
     st = _state(model)
-    sd = {k: v.detach().to('cpu').contiguous().clone() for k, v in adapter_state_dict(model).items()}
+    src = adapter_state_dict(model) if state_dict is None else {k: v for k, v in state_dict.items() if k.rsplit('.', 1)[-1].startswith('lora_')}
+    sd = {k: v.detach().to('cpu').contiguous().clone() for k, v in src.items()}
     meta = {'lora_lite_config': st['cfg'].to_json(), 'lora_lite_targets': json.dumps(st['targets']),
             'lora_lite_version': lora_lite.__version__, 'format': 'pt'}
     path = os.fspath(path)
