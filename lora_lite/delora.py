@@ -10,21 +10,31 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, is_quantized, dense_weight, effective_weight, probe_weight
 
 # %% auto #0
-__all__ = ['column_norms', 'delora_scale', 'DeLoRA', 'delora_factors', 'delora_delta', 'delora_update_norm', 'plot_delora_norms']
+__all__ = ['column_norms', 'inverse_norms', 'delora_scale_parts', 'delora_scale', 'DeLoRA', 'delora_factors', 'DeLoRAProduct',
+           'delora_apply', 'delora_delta', 'delora_update_norm', 'plot_delora_norms']
 
 # %% ../nbs/12_delora.ipynb #651c6c5b
 def column_norms(layer: nn.Module) -> torch.Tensor:
     "`‖W[:, j]‖` for each input column j (float32): exact from the weight on float layers, probed on quantized ones."
     return effective_weight(layer).norm(dim=0)
 
-# %% ../nbs/12_delora.ipynb #3ae9a3f5
+# %% ../nbs/12_delora.ipynb #39aa234d
+def inverse_norms(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    "`[1/‖a_i‖; 1/‖b_i‖]` as one `(2, r)` tensor; 0 (with a finite gradient) for a zero row of A or column of B."
+    N = torch.stack([A.norm(dim=1), B.norm(dim=0)])
+    return N.masked_fill(N == 0, torch.inf).reciprocal()
+
+def delora_scale_parts(A: torch.Tensor, B: torch.Tensor, lam: torch.Tensor, r: int):
+    "`(R, p, s)`: inverse norms `R`, `p_i = 1/(r‖a_i‖‖b_i‖)` and the per-component factor `s = λ·p`."
+    R = inverse_norms(A, B)
+    p = R.prod(0) / r
+    return R, p, p * lam
+
 def delora_scale(A: torch.Tensor, B: torch.Tensor, lam: torch.Tensor, r: int) -> torch.Tensor:
     "Per-component factor `(λ/r) / (‖a_i‖·‖b_i‖)`; 0 for a component whose row of A or column of B is zero."
-    n = A.norm(dim=1) * B.norm(dim=0)
-    ok = n > 0
-    return torch.where(ok, lam / r / torch.where(ok, n, 1.0), 0.0)
+    return delora_scale_parts(A, B, lam, r)[2]
 
-# %% ../nbs/12_delora.ipynb #36f831ba
+# %% ../nbs/12_delora.ipynb #43503e55
 _INITS = ('paper', 'zero_lambda')
 
 class DeLoRA(Variant):
@@ -44,7 +54,7 @@ class DeLoRA(Variant):
     def param_specs(d_in, d_out, cfg):
         r = cfg.r
         specs = {'lora_A': ParamSpec((r, d_in), 'kaiming'), 'lora_B': ParamSpec((d_out, r), 'kaiming'),
-                 'lora_lambda': ParamSpec((), 'empty'), 'lora_wnorm': ParamSpec((d_in,), 'empty', trainable=False)}
+                 'lora_lambda': ParamSpec((1,), 'empty'), 'lora_wnorm': ParamSpec((d_in,), 'empty', trainable=False)}
         if cfg.opt('init') == 'paper':
             specs.update(lora_A0w=ParamSpec((r, d_in), 'empty', trainable=False), lora_B0s=ParamSpec((d_out, r), 'empty', trainable=False))
         return specs
@@ -69,19 +79,55 @@ def _delora_init(layer, cfg):
         layer.lora_A0w.copy_(A0w); layer.lora_B0s.copy_(B0s)
 DeLoRA.init = _delora_init
 
-# %% ../nbs/12_delora.ipynb #408e723b
-def delora_delta(layer, x):
-    "`ΔW(A, B, λ)·x − ΔW0·x` for a DeLoRA layer (no frozen term with `init='zero_lambda'`)."
+# %% ../nbs/12_delora.ipynb #48b403df
+class DeLoRAProduct(torch.autograd.Function):
+    "`addmm(y, x·K_Aᵀ, K_Bᵀ)` with DeLoRA's factors built from `A, B, λ` inside; the backward is written out."
+    @staticmethod
+    def forward(ctx, x, y, A, B, lam, w, A0w, B0s, r):
+        R, p, s = delora_scale_parts(A, B, lam, r)
+        KA, KB = A * w, B * s
+        if A0w is not None: KA, KB = torch.cat([A0w, KA - A0w]), torch.cat([KB - B0s, KB], 1)
+        KA, KB = KA.to(x.dtype), KB.to(x.dtype)
+        h = x @ KA.T
+        ctx.save_for_backward(x, h, KA, KB, A, B, w, R, p, s)
+        ctx.r, ctx.paper, ctx.lam_shape = r, A0w is not None, lam.shape
+        return torch.addmm(y, h, KB.T)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, h, KA, KB, A, B, w, R, p, s = ctx.saved_tensors
+        r, paper = ctx.r, ctx.paper
+        dh = g @ KB
+        dx = dh @ KA if ctx.needs_input_grad[0] else None
+        dA = dB = dlam = None
+        if any(ctx.needs_input_grad[2:5]):
+            dKB = g.T @ h
+            dBs = dKB.view(-1, 2, r).sum(1, dtype=B.dtype) if paper else dKB
+            dAw = (dh[:, r:] if paper else dh).T @ x
+            ds = (dBs * B).sum(0)
+            C = (ds * s) * R.square()
+            dA = torch.addcmul(dAw * w, A, C[0, :, None], value=-1)
+            dB = torch.addcmul(dBs * s, B, C[1], value=-1)
+            dlam = (ds @ p).reshape(ctx.lam_shape)
+        return dx, g, dA, dB, dlam, None, None, None, None
+
+# %% ../nbs/12_delora.ipynb #ac301795
+def delora_apply(layer, x, y):
+    "`y + ΔW(A, B, λ)·x − ΔW0·x` for a DeLoRA layer, in one fused pass (no frozen term with `init='zero_lambda'`)."
     cfg = layer_cfg(layer)
     if cfg.dropout and layer.training: x = F.dropout(x, cfg.dropout)
-    Aw, Bs = delora_factors(layer)
-    if cfg.opt('init') == 'paper':
-        A0w, B0s = layer.lora_A0w, layer.lora_B0s
-        Aw, Bs = torch.cat([A0w, Aw - A0w]), torch.cat([Bs - B0s, Bs], 1)
-    return F.linear(F.linear(x, cast(Aw, x)), cast(Bs, x))
+    if x.dtype != y.dtype: dt = torch.promote_types(x.dtype, y.dtype); x, y = x.to(dt), y.to(dt)
+    paper = cfg.opt('init') == 'paper'
+    out = DeLoRAProduct.apply(x.flatten(0, -2), y.flatten(0, -2), layer.lora_A, layer.lora_B, layer.lora_lambda, layer.lora_wnorm,
+                              layer.lora_A0w if paper else None, layer.lora_B0s if paper else None, cfg.r)
+    return out if y.dim() == 2 else out.view(y.shape)
+
+def delora_delta(layer, x):
+    "`ΔW(A, B, λ)·x − ΔW0·x` for a DeLoRA layer (no frozen term with `init='zero_lambda'`)."
+    return delora_apply(layer, x, x.new_zeros(*x.shape[:-1], layer.lora_B.shape[0]))
 
 @staticmethod
-def _delora_forward(layer, x, y): return y + delora_delta(layer, x)
+def _delora_forward(layer, x, y): return delora_apply(layer, x, y)
 DeLoRA.forward = _delora_forward
 
 # %% ../nbs/12_delora.ipynb #71ff1979
