@@ -10,7 +10,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg
 
 # %% auto #0
-__all__ = ['road_shape', 'RoAd', 'road_coeffs', 'plot_road_pairs']
+__all__ = ['road_shape', 'RoAd', 'road_cs', 'road_coeffs', 'swap_halves', 'road_vectors', 'token_dot', 'RoAdRotate',
+           'plot_road_pairs']
 
 # %% ../nbs/18_road.ipynb #efe798bc
 def road_shape(d_out: int, per_block: int) -> tuple:
@@ -41,23 +42,64 @@ class RoAd(Variant):
         shape = road_shape(d_out, cfg.opt('per_block'))
         return {'lora_theta': ParamSpec(shape, 'zeros'), 'lora_alpha': ParamSpec(shape, 'ones')}
 
-# %% ../nbs/18_road.ipynb #8128ace2
+# %% ../nbs/18_road.ipynb #2af6e27b
+def road_cs(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(c, s) = (α cos θ, α sin θ)` in the parameters' dtype: `(d/2,)` each for RoAd_1, `(d,)` for RoAd_2/4."
+    th, al = layer.lora_theta, layer.lora_alpha
+    if th.dim() == 2: return al[0] * th[0].cos(), al[1] * th[1].sin()
+    return al * th.cos(), al * th.sin()
+
 def road_coeffs(layer, h) -> tuple[torch.Tensor, ...]:
     "`(c1, s1, c2, s2)`, each `(d/2,)`: `z = (c1·h1 − s1·h2, c2·h2 + s2·h1)` for the halves `h1, h2` of `h`."
-    th, al = layer.lora_theta, layer.lora_alpha
-    if th.dim() == 2: c, s = al[0] * th[0].cos(), al[1] * th[1].sin()
-    else: c, s = al * th.cos(), al * th.sin()
-    c, s = cast(c, h), cast(s, h)
+    c, s = (cast(t, h) for t in road_cs(layer))
     if c.shape[0] * 2 == layer.out_features: return c, s, c, s
     (c1, c2), (s1, s2) = c.chunk(2), s.chunk(2)
     return c1, s1, c2, s2
 
+# %% ../nbs/18_road.ipynb #4c5cb440
+def swap_halves(t: torch.Tensor) -> torch.Tensor:
+    "`t` with the two halves of its last dim exchanged: `(t1, t2) -> (t2, t1)`, one contiguous copy."
+    t1, t2 = t.chunk(2, -1)
+    return torch.cat((t2, t1), -1)
+
+def road_vectors(c, s, d: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per-output `C = (c1; c2)`, `S = (−s1; s2)`, each `(d,)` in `dtype`: `z = C·h + S·swap(h)`."
+    c, s = c.to(dtype), s.to(dtype)
+    if c.shape[0] * 2 == d: return torch.cat((c, c)), torch.cat((-s, s))
+    s1, s2 = s.chunk(2)
+    return c, torch.cat((-s1, s2))
+
+def token_dot(a, b) -> torch.Tensor:
+    "`Σ_tokens a·b` per feature, shape `(d,)`: one product, one sum over every leading dim, accumulated in float32 (float64 for float64)."
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    return (a * b).sum(tuple(range(a.dim() - 1)), dtype=acc)
+
+class RoAdRotate(torch.autograd.Function):
+    "`z = C·h + S·swap(h)` with the hand-written backward derived above; `c`, `s` as from `road_cs`."
+    @staticmethod
+    def forward(ctx, h, c, s):
+        C, S = road_vectors(c, s, h.shape[-1], h.dtype)
+        ctx.save_for_backward(h, C, S)
+        ctx.per_pair = c.shape[0] * 2 == h.shape[-1]
+        return torch.addcmul(h * C, swap_halves(h), S)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, C, S = ctx.saved_tensors
+        grad_h = grad_c = grad_s = None
+        sg = swap_halves(g)
+        if ctx.needs_input_grad[0]: grad_h = torch.addcmul(g * C, sg, swap_halves(S))
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            p = h.shape[-1] // 2
+            diag, anti = token_dot(g, h), token_dot(sg, h)  # (M11; M22), (M21; M12)
+            if ctx.per_pair: grad_c, grad_s = diag[:p] + diag[p:], anti[:p] - anti[p:]
+            else: grad_c, grad_s = diag, torch.cat((-anti[p:], anti[:p]))
+        return grad_h, grad_c, grad_s
+
 @staticmethod
 def _road_forward(layer, x, y):
-    h = cast(y, x)
-    c1, s1, c2, s2 = road_coeffs(layer, h)
-    h1, h2 = h.chunk(2, -1)
-    return torch.cat((c1 * h1 - s1 * h2, c2 * h2 + s2 * h1), -1)
+    c, s = road_cs(layer)
+    return RoAdRotate.apply(cast(y, x), c, s)
 RoAd.forward = _road_forward
 
 # %% ../nbs/18_road.ipynb #95213d69
