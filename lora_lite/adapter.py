@@ -75,7 +75,7 @@ def check_not_sharded(model: nn.Module) -> nn.Module:
         if names: raise RuntimeError(f"the model is already sharded ({len(names)} DTensor tensors, e.g. {names[0]!r}); {ORDER_HINT}")
     return model
 
-# %% ../nbs/03_adapter.ipynb #e8062de4
+# %% ../nbs/03_adapter.ipynb #3eaea966
 STATE = '_lora_lite'
 
 def is_attached(model: nn.Module) -> bool: return hasattr(model, STATE)
@@ -97,7 +97,9 @@ def _register_hooks(name, layer, V, cfg):
     kinds = V.hook_kinds(layer, cfg)
     if not kinds or not set(kinds) <= {'input', 'output'}: raise ValueError(f"{V.name}.hook_kinds gave {kinds!r} for {name!r}; expected a non-empty subset of ('input', 'output')")
     if 'input' in kinds: layer._lora_lite_handles.append(layer.register_forward_pre_hook(make_input_hook(V, cfg)))
-    if 'output' in kinds: layer._lora_lite_handles.append(layer.register_forward_hook(make_output_hook(V, cfg)))
+    if 'output' in kinds:
+        layer._lora_owns_output = not layer._forward_hooks and not torch.nn.modules.module._global_forward_hooks
+        layer._lora_lite_handles.append(layer.register_forward_hook(make_output_hook(V, cfg)))
 
 def _check_targets(targets, V, cfg):
     for name, layer in targets.items():
