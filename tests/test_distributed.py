@@ -92,3 +92,16 @@ def test_comparison_can_fail(run):
     err = update_err(ll.adapter_state_dict(m), ref, load_file(run / 'init-single.safetensors'))
     assert err > 100 * TOL, err
     print(f"half batch, no averaging: update error {err:.2e}")
+
+
+def test_delora_shards_with_fsdp2(tmp_path):
+    "DeLoRA's strength is a shape-(1,) tensor, so FSDP2 shards it (it refuses 0-dim parameters): same arithmetic as one process."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(SCRIPT),
+           '--out', str(tmp_path), '--steps', '2', '--variant', 'delora', '--engines', 'single,accum,fsdp2']
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    res = {r['engine']: r for r in json.loads((tmp_path / 'distributed.json').read_text())['results']}
+    assert set(res) == {'single', 'accum', 'fsdp2'} and all(r['ok'] for r in res.values())
+    assert res['fsdp2']['err_vs_accum'] < 1e-6 and res['fsdp2']['reload_logit_diff'] <= 1e-5
+    assert tuple(read_adapter(tmp_path / 'adapter-fsdp2.safetensors')[2]['model.layers.0.self_attn.q_proj.lora_lambda'].shape) == (1,)
