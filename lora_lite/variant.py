@@ -12,7 +12,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg', 'is_quantized',
-           'dense_weight', 'writable_output', 'add_product', 'probe_weight', 'effective_weight']
+           'dense_weight', 'fresh_output_layer', 'writable_output', 'add_product', 'probe_weight', 'effective_weight']
 
 # %% ../nbs/01_variant.ipynb #801f202f
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -124,18 +124,25 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #6a0e3a01
+# %% ../nbs/01_variant.ipynb #5d74c2fc
+def fresh_output_layer(layer: nn.Module) -> bool:
+    "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
+    return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
+
 def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     "True when an output hook may update the base output `y` in place (see above)."
-    if torch.compiler.is_compiling() or not layer.__dict__.get('_lora_owns_output', False): return False
-    return y.dtype == x.dtype and y.is_contiguous() and y._base is None and not (y.is_leaf and y.requires_grad)
+    if torch.compiler.is_compiling() or not layer.__dict__.get('_lora_fresh_output', False): return False
+    if next(iter(layer._forward_hooks), None) != layer.__dict__.get('_lora_out_hook') or torch.nn.modules.module._global_forward_hooks: return False
+    return (y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
+            and not (y.is_leaf and y.requires_grad))
 
 def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself when `writable_output`, else into a new tensor (in `x`'s dtype)."
+    "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself when `writable_output`, else into a new tensor (in the wider of `x`'s and `y`'s dtypes)."
     if y.dim() in (2, 3) and writable_output(layer, x, y):
         if y.dim() == 2: return y.addmm_(h, Mt, alpha=alpha)
         return y.baddbmm_(h, Mt.expand(y.shape[0], *Mt.shape), alpha=alpha)
-    return torch.addmm(y.reshape(-1, y.shape[-1]).to(x.dtype), h.reshape(-1, h.shape[-1]), Mt, alpha=alpha).view(y.shape)
+    dt = torch.promote_types(x.dtype, y.dtype)
+    return torch.addmm(y.reshape(-1, y.shape[-1]).to(dt), h.reshape(-1, h.shape[-1]).to(dt), Mt.to(dt), alpha=alpha).view(y.shape)
 
 # %% ../nbs/01_variant.ipynb #cc8d1352
 @torch.no_grad()
