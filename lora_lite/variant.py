@@ -12,7 +12,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg', 'is_quantized',
-           'dense_weight', 'fresh_output_layer', 'writable_output', 'add_product', 'probe_weight', 'effective_weight']
+           'dense_weight', 'fresh_output_layer', 'writable_output', 'first_order', 'add_product', 'probe_weight',
+           'effective_weight']
 
 # %% ../nbs/01_variant.ipynb #801f202f
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -124,7 +125,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #5d74c2fc
+# %% ../nbs/01_variant.ipynb #209d33f3
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -135,6 +136,18 @@ def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     if next(iter(layer._forward_hooks), None) != layer.__dict__.get('_lora_out_hook') or torch.nn.modules.module._global_forward_hooks: return False
     return (y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
             and not (y.is_leaf and y.requires_grad))
+
+def first_order(backward):
+    "Decorator for a hand-written `autograd.Function.backward`: raise under `create_graph=True` instead of returning gradients that silently carry no second-order graph."
+    import functools
+    @functools.wraps(backward)
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(f"{type(ctx).__name__}: this variant's hand-written backward is first-order only; second derivatives "
+                               "(create_graph=True, e.g. a gradient penalty) are not supported. Use a variant without a custom backward "
+                               "(LoRA, DoRA, VeRA, IA3) for higher-order gradients.")
+        return backward(ctx, *grads)
+    return checked
 
 def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself when `writable_output`, else into a new tensor (in the wider of `x`'s and `y`'s dtypes)."
