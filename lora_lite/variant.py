@@ -125,7 +125,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #209d33f3
+# %% ../nbs/01_variant.ipynb #6e220750
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -155,7 +155,9 @@ def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Ten
         if y.dim() == 2: return y.addmm_(h, Mt, alpha=alpha)
         return y.baddbmm_(h, Mt.expand(y.shape[0], *Mt.shape), alpha=alpha)
     dt = torch.promote_types(x.dtype, y.dtype)
-    return torch.addmm(y.reshape(-1, y.shape[-1]).to(dt), h.reshape(-1, h.shape[-1]).to(dt), Mt.to(dt), alpha=alpha).view(y.shape)
+    y, h, Mt = y.to(dt), h.to(dt), Mt.to(dt)
+    if y.dim() == 3: return torch.baddbmm(y, h, Mt.expand(y.shape[0], *Mt.shape), alpha=alpha)   # same kernel as in place: same bits
+    return torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), Mt, alpha=alpha).view(y.shape)
 
 # %% ../nbs/01_variant.ipynb #cc8d1352
 @torch.no_grad()
