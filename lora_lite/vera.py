@@ -57,19 +57,20 @@ def _vera_group_init(model, targets, cfg, calibration_data):
         l._lora_vera_pool, l._lora_vera_views = pool, {}
 VeRA.group_init = _vera_group_init
 
-# %% ../nbs/16_vera.ipynb #8750a6d0
+# %% ../nbs/16_vera.ipynb #3bcb74e2
 def vera_AB(layer, x) -> tuple[torch.Tensor, torch.Tensor]:
     "The layer's slices of the shared `A`, `B` in `x`'s dtype and device (cast once per model, then reused)."
     A, B = layer.lora_A, layer.lora_B
     if A.dtype == x.dtype and A.device == x.device: return A, B
     k = (x.dtype, x.device)
     if k not in layer._lora_vera_views:
-        pool = layer._lora_vera_pool
-        if k not in pool:
-            Af, Bf = next(iter(pool.values()))
-            pool[k] = Af.to(x.device, x.dtype), Bf.to(x.device, x.dtype)
-        Af, Bf = pool[k]
-        layer._lora_vera_views[k] = Af[:, :layer.in_features], Bf[:layer.out_features]
+        with torch.inference_mode(False), torch.no_grad():   # a copy made under inference mode could not be saved for a later backward
+            pool = layer._lora_vera_pool
+            if k not in pool:
+                Af, Bf = next(iter(pool.values()))
+                pool[k] = Af.to(x.device, x.dtype), Bf.to(x.device, x.dtype)
+            Af, Bf = pool[k]
+            layer._lora_vera_views[k] = Af[:, :layer.in_features], Bf[:layer.out_features]
     return layer._lora_vera_views[k]
 
 def vera_delta(layer, x) -> torch.Tensor:
