@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['INITS', 'VARIANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg', 'is_quantized',
-           'dense_weight', 'fresh_output_layer', 'writable_output', 'first_order', 'add_product', 'probe_weight',
-           'effective_weight']
+__all__ = ['INITS', 'VARIANTS', 'CONSTANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg',
+           'is_quantized', 'dense_weight', 'fresh_output_layer', 'writable_output', 'constants', 'first_order',
+           'add_product', 'probe_weight', 'effective_weight']
 
 # %% ../nbs/01_variant.ipynb #801f202f
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -125,7 +125,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #6e220750
+# %% ../nbs/01_variant.ipynb #a5cc5be0
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -136,6 +136,15 @@ def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     if next(iter(layer._forward_hooks), None) != layer.__dict__.get('_lora_out_hook') or torch.nn.modules.module._global_forward_hooks: return False
     return (y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
             and not (y.is_leaf and y.requires_grad))
+
+CONSTANTS: dict = {}
+
+def constants(name: str, build: Callable, *key) -> tuple:
+    "`build(*key)`, built once per `(name, *key)` for the process, outside inference mode and without grad."
+    k = (name, *key)
+    if k not in CONSTANTS:
+        with torch.inference_mode(False), torch.no_grad(): CONSTANTS[k] = build(*key)
+    return CONSTANTS[k]
 
 def first_order(backward):
     "Decorator for a hand-written `autograd.Function.backward`: raise under `create_graph=True` instead of returning gradients that silently carry no second-order graph."
