@@ -13,9 +13,9 @@ from .variant import get_variant, Variant, fresh_output_layer
 from .target import find_targets
 
 # %% auto #0
-__all__ = ['ORDER_HINT', 'STATE', 'make_output_hook', 'make_input_hook', 'guard_quantized', 'check_not_sharded', 'is_attached',
-           'attach', 'detach', 'adapter_state_dict', 'save', 'read_adapter', 'load', 'Summary', 'trainable_parameters',
-           'summary']
+__all__ = ['ORDER_HINT', 'STATE', 'make_output_hook', 'make_input_hook', 'guard_quantized', 'sharded_names', 'check_not_sharded',
+           'is_attached', 'attach', 'detach', 'adapter_state_dict', 'save', 'read_adapter', 'load', 'Summary',
+           'trainable_parameters', 'summary']
 
 # %% ../nbs/03_adapter.ipynb #a561685f
 _LOW = (torch.bfloat16, torch.float16)
@@ -59,9 +59,15 @@ def guard_quantized(model: nn.Module) -> int:
                            "or call lora_lite.adapter.guard_quantized(model) right after loading (lora_lite.quant.load_quantized does).")
     return n
 
-# %% ../nbs/03_adapter.ipynb #f5c17105
+# %% ../nbs/03_adapter.ipynb #70369b76
 ORDER_HINT = ("attach first, then wrap or shard: ll.attach(model, cfg); then model = DDP(model) or fully_shard(...). "
               "Variant init (PiSSA, DoRA, DeLoRA, EVA) reads the full weight, and the engine must see the lora_* parameters")
+
+def sharded_names(model: nn.Module) -> list[str]:
+    "Names of the parameters and buffers stored as `DTensor` (sharded by FSDP2 or tensor parallelism)."
+    if not torch.distributed.is_available(): return []
+    from torch.distributed.tensor import DTensor
+    return [n for n, t in [*model.named_parameters(), *model.named_buffers()] if isinstance(t, DTensor)]
 
 def check_not_sharded(model: nn.Module) -> nn.Module:
     "Raise if `model` (or any submodule) is wrapped by DDP / FSDP1, or holds `DTensor` (sharded) parameters or buffers; `attach` calls it."
@@ -70,10 +76,8 @@ def check_not_sharded(model: nn.Module) -> nn.Module:
         if kind == 'DistributedDataParallel': raise RuntimeError(f"the model is wrapped in DistributedDataParallel{where}; {ORDER_HINT}")
         if kind == 'FullyShardedDataParallel':
             raise RuntimeError(f"the model is wrapped in FSDP1 (FullyShardedDataParallel){where}; use FSDP2 (fully_shard), and {ORDER_HINT}")
-    if torch.distributed.is_available():
-        from torch.distributed.tensor import DTensor
-        names = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if isinstance(t, DTensor)]
-        if names: raise RuntimeError(f"the model is already sharded ({len(names)} DTensor tensors, e.g. {names[0]!r}); {ORDER_HINT}")
+    names = sharded_names(model)
+    if names: raise RuntimeError(f"the model is already sharded ({len(names)} DTensor tensors, e.g. {names[0]!r}); {ORDER_HINT}")
     return model
 
 # %% ../nbs/03_adapter.ipynb #284148b8
