@@ -13,7 +13,7 @@ from torch import nn
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'CONSTANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg',
            'is_quantized', 'dense_weight', 'fresh_output_layer', 'writable_output', 'constants', 'first_order',
-           'add_product', 'probe_weight', 'effective_weight']
+           'gemm_into', 'add_product', 'probe_weight', 'effective_weight']
 
 # %% ../nbs/01_variant.ipynb #801f202f
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -125,7 +125,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #a5cc5be0
+# %% ../nbs/01_variant.ipynb #0d31aa86
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -134,7 +134,7 @@ def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     "True when an output hook may update the base output `y` in place (see above)."
     if torch.compiler.is_compiling() or not layer.__dict__.get('_lora_fresh_output', False): return False
     if next(iter(layer._forward_hooks), None) != layer.__dict__.get('_lora_out_hook') or torch.nn.modules.module._global_forward_hooks: return False
-    return (y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
+    return (y.dim() in (2, 3) and y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
             and not (y.is_leaf and y.requires_grad))
 
 CONSTANTS: dict = {}
@@ -158,15 +158,20 @@ def first_order(backward):
         return backward(ctx, *grads)
     return checked
 
-def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself when `writable_output`, else into a new tensor (in the wider of `x`'s and `y`'s dtypes)."
-    if y.dim() in (2, 3) and writable_output(layer, x, y):
-        if y.dim() == 2: return y.addmm_(h, Mt, alpha=alpha)
-        return y.baddbmm_(h, Mt.expand(y.shape[0], *Mt.shape), alpha=alpha)
-    dt = torch.promote_types(x.dtype, y.dtype)
-    y, h, Mt = y.to(dt), h.to(dt), Mt.to(dt)
-    if y.dim() == 3: return torch.baddbmm(y, h, Mt.expand(y.shape[0], *Mt.shape), alpha=alpha)   # same kernel as in place: same bits
+def gemm_into(y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself with `inplace` (2-D/3-D `y`), else a new tensor in the wider dtype; the same kernel either way (`addmm` 2-D, `baddbmm` 3-D), so the same bits."
+    if not inplace:
+        dt = torch.promote_types(h.dtype, y.dtype)
+        y, h, Mt = y.to(dt), h.to(dt), Mt.to(dt)
+    if y.dim() == 3:
+        h, Mb = h.reshape(*y.shape[:-1], h.shape[-1]), Mt.expand(y.shape[0], *Mt.shape)
+        return y.baddbmm_(h, Mb, alpha=alpha) if inplace else torch.baddbmm(y, h, Mb, alpha=alpha)
+    if inplace: return y.addmm_(h.reshape(-1, h.shape[-1]), Mt, alpha=alpha)
     return torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), Mt, alpha=alpha).view(y.shape)
+
+def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    "`y + alpha · h @ Mt` as one GEMM (`gemm_into`), into the base output `y` itself when `writable_output` allows."
+    return gemm_into(y, h, Mt, alpha, writable_output(layer, x, y))
 
 # %% ../nbs/01_variant.ipynb #cc8d1352
 @torch.no_grad()
