@@ -9,7 +9,8 @@ run, on one layer-sized tensor, so a change to a variant notebook is chosen by m
 
 Prints a markdown table: median ms of forward+backward per formulation (CUDA events, 20 reps)
 and the ratio to the first formulation of its group."""
-import argparse, statistics, torch
+import argparse, os, statistics, sys, torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def ia3_eager(y, l): return y * l
@@ -30,6 +31,16 @@ class _Scale(torch.autograd.Function):
 
 
 def ia3_fn(y, l): return _Scale.apply(y, l)
+
+
+def ia3_ll(y, l):
+    from lora_lite.ia3 import ChannelScale  # what IA3 runs now: fused Triton backward on a GPU
+    return ChannelScale.apply(y, l, y.dtype)
+
+
+def road_ll(h, c, s):
+    from lora_lite.road import RoAdRotate  # what RoAd runs now: fused Triton forward and backward on a GPU
+    return RoAdRotate.apply(h, c, s)
 
 
 def road_chunk(h, c, s):
@@ -85,9 +96,9 @@ def main():
         y = torch.randn(a.tokens, d, device=dev, dtype=dt, requires_grad=True)
         groups = {
             'ia3': ([y, torch.ones(d, device=dev, dtype=dt, requires_grad=True)],
-                    {'eager y*l': ia3_eager, 'autograd.Function, einsum grad_l': ia3_fn}),
+                    {'eager y*l': ia3_eager, 'autograd.Function, einsum grad_l': ia3_fn, 'lora-lite ChannelScale (Triton backward)': ia3_ll}),
             'road': ([y, torch.rand(d, device=dev, dtype=dt, requires_grad=True), torch.rand(d, device=dev, dtype=dt, requires_grad=True)],
-                     {'chunk + cat (old)': road_chunk, 'addcmul + cat': road_addcmul, 'addcmul + roll': road_roll}),
+                     {'chunk + cat (old)': road_chunk, 'addcmul + cat': road_addcmul, 'addcmul + roll': road_roll, 'lora-lite RoAdRotate (Triton)': road_ll}),
             'dora': ([y, torch.randn(a.tokens, 16, device=dev, dtype=dt, requires_grad=True), torch.randn(d, 16, device=dev, dtype=dt, requires_grad=True),
                       torch.rand(d, device=dev, dtype=dt, requires_grad=True)],
                      {'y + (g-1)y + g·BAx (old)': dora_old, 'g · addmm(y, h, Bᵀ)': dora_fused}),

@@ -19,6 +19,10 @@ import torch
 SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
     'tiny': dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=32, vocab_size=512),
+    # 'host': the 0.6B layer count at toy widths, so a step is all Python and dispatch: the per-hook
+    # host overhead that decides small-model GPU steps, measurable on a CPU
+    'host': dict(hidden_size=64, num_hidden_layers=28, intermediate_size=128, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=256),
     '0.6b': dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, vocab_size=151936),
     '8b': dict(hidden_size=4096, num_hidden_layers=36, intermediate_size=12288, num_attention_heads=32,
@@ -40,6 +44,9 @@ def variant_specs(r: int):
         'dora':   (dict(variant='dora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T, use_dora=True)),
         'pissa':  (dict(variant='pissa', r=r, alpha=r, options=dict(init='fast', niter=4)), lambda: peft.LoraConfig(r=r, lora_alpha=r, target_modules=T, init_lora_weights='pissa_niter_4')),
         'ia3':    (dict(variant='ia3'), lambda: peft.IA3Config(target_modules=T, feedforward_modules=['down_proj'])),
+        # the IA3 paper's own targets: keys, values, and the feed-forward down projection's input
+        'ia3-kvd': (dict(variant='ia3', target_names=(r'k_proj$', r'v_proj$', r'down_proj$')),
+                    lambda: peft.IA3Config(target_modules=['k_proj', 'v_proj', 'down_proj'], feedforward_modules=['down_proj'])),
         'hra':    (dict(variant='hra', r=r), lambda: peft.HRAConfig(r=r, target_modules=T)),
         'delora': (dict(variant='delora', r=r), lambda: peft.DeloraConfig(r=r, target_modules=T)),
         'vera':   (dict(variant='vera', r=256), lambda: peft.VeraConfig(r=256, target_modules=T)),
@@ -79,7 +86,7 @@ def available_variants(names):
     import lora_lite as ll
     out = []
     for n in names:
-        try: ll.get_variant(n); out.append(n)
+        try: ll.get_variant({'ia3-kvd': 'ia3'}.get(n, n)); out.append(n)
         except ValueError: pass
     return out
 
@@ -325,7 +332,7 @@ def main(argv=None):
     p.add_argument('--r', type=int, default=16)
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped")
+    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only)")
     p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
                    help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-addmm: LoRA with addmm (lever); peft: PEFT default (fp32 adapters); peft-bf16")
     p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
