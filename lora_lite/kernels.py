@@ -8,7 +8,8 @@ import importlib.util
 import torch
 
 # %% auto #0
-__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'token_chunks', 'scale_grads', 'pair_rotate', 'pair_rotate_grads']
+__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'token_chunks', 'scale_grads', 'check_scale_grads', 'pair_rotate',
+           'pair_rotate_grads', 'check_pair_rotate']
 
 # %% ../nbs/09_kernels.ipynb #e2680830
 HAS_TRITON = importlib.util.find_spec('triton') is not None
@@ -48,6 +49,30 @@ def scale_grads(g: torch.Tensor, t: torch.Tensor, l: torch.Tensor) -> tuple[torc
     _triton()._scale_grads_kernel[(-(-d // BD), k)](g2, t2, l.contiguous(), grad_t, partial, n, d, chunk, BN=BN, BD=BD)
     return grad_t.view(g.shape), partial.sum(0)
 
+# %% ../nbs/09_kernels.ipynb #2d6648bb
+def _same_rounded(a, exact) -> bool:
+    "On a GPU: `a` equals `exact` rounded once to `a.dtype` (PyTorch's rounding). Triton's CPU interpreter truncates instead, so there: within one unit in the last place."
+    if a.is_cuda: return torch.equal(a, exact.to(a.dtype))
+    return bool(((a.float() - exact).abs() <= exact.abs() * torch.finfo(a.dtype).eps).all())
+
+def check_scale_grads(device='cuda') -> str:
+    "Check `scale_grads` against float64 math on `device` (ragged sizes, bf16 and float32, 3-D, no tokens); raises on a mismatch."
+    torch.manual_seed(0)
+    for dt in (torch.bfloat16, torch.float32):
+        for n, d in ((1000, 300), (37, 129), (5, 7)):
+            g, t, l = torch.randn(n, d, dtype=dt, device=device), torch.randn(n, d, dtype=dt, device=device), torch.randn(d, device=device).to(dt)
+            gt, gl = scale_grads(g, t, l)
+            assert _same_rounded(gt, g.float() * l.float()), ('g*l', dt, n, d)
+            exact = (g.double() * t.double()).sum(0)
+            err, eager_err = (gl.double() - exact).abs().max(), ((g * t).sum(0).double() - exact).abs().max()
+            assert err <= max(1e-4 * exact.abs().max(), eager_err), ('token sum', dt, n, d, err, eager_err)
+    g3 = torch.randn(2, 50, 64, dtype=torch.bfloat16, device=device)           # 3-D activations: token dims are flattened
+    gt, gl = scale_grads(g3, g3, torch.ones(64, dtype=torch.bfloat16, device=device))
+    assert torch.equal(gt, g3) and torch.allclose(gl, (g3.float() ** 2).sum((0, 1)), rtol=1e-5, atol=1e-3)
+    gt, gl = scale_grads(g3[:, :0], g3[:, :0], torch.ones(64, device=device))   # no tokens: empty gradient, zero sums
+    assert gt.shape == (2, 0, 64) and gl.tolist() == [0.0] * 64
+    return f'scale_grads ok on {device}'
+
 # %% ../nbs/09_kernels.ipynb #a5e38411
 def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     "`C ⊙ h + S ⊙ swap(h)` over the last dim (even width), one read of `h`, one write; `C`, `S` `(D,)`."
@@ -69,3 +94,35 @@ def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torc
     diag, anti = (torch.empty(k, d, device=g.device, dtype=torch.float32) for _ in range(2))
     _triton()._pair_rotate_grads_kernel[(-(-(d // 2) // BD), k)](g2, h2, C.contiguous(), S.contiguous(), grad_h, diag, anti, n, d // 2, chunk, BN=BN, BD=BD)
     return grad_h.view(g.shape), diag.sum(0), anti.sum(0)
+
+# %% ../nbs/09_kernels.ipynb #f3c45b58
+def _rotate_reference(h, C, S):
+    "The definition, with `swap` as a column permutation (for the checks)."
+    p = h.shape[-1] // 2
+    perm = torch.cat((torch.arange(p, 2 * p, device=h.device), torch.arange(p, device=h.device)))
+    return C * h + S * h[..., perm]
+
+def check_pair_rotate(device='cuda') -> str:
+    "Check `pair_rotate`, `pair_rotate_grads` against autograd through the definition in float64 on `device`; raises on a mismatch."
+    torch.manual_seed(0)
+    for dt in (torch.bfloat16, torch.float32):
+        tol = 1e-2 if dt == torch.bfloat16 else 1e-5
+        for n, d in ((700, 260), (33, 6), (3, 2)):
+            h, g = torch.randn(n, d, dtype=dt, device=device), torch.randn(n, d, dtype=dt, device=device)
+            C, S = torch.randn(d, device=device).to(dt), torch.randn(d, device=device).to(dt)
+            hd = h.double().requires_grad_()
+            zd = _rotate_reference(hd, C.double(), S.double()); zd.backward(g.double())
+            assert (pair_rotate(h, C, S).double() - zd.detach()).abs().max() <= tol * zd.abs().max(), ('z', dt, n, d)
+            gh, diag, anti = pair_rotate_grads(g, h, C, S)
+            assert (gh.double() - hd.grad).abs().max() <= tol * hd.grad.abs().max(), ('dh', dt, n, d)
+            p = d // 2; gd, hh = g.double(), h.double()
+            assert (diag.double() - (gd * hh).sum(0)).abs().max() <= 1e-4 * n, ('diag', dt, n, d)
+            assert (anti.double() - (torch.cat((gd[:, p:], gd[:, :p]), 1) * hh).sum(0)).abs().max() <= 1e-4 * n, ('anti', dt, n, d)
+    # identity at RoAd's init (C = 1, S = 0) is exact; C = 0, S = 1 swaps the halves (a wrong partner offset fails)
+    h = torch.randn(4, 3, 10, dtype=torch.bfloat16, device=device)
+    one, zero = torch.ones(10, dtype=h.dtype, device=device), torch.zeros(10, dtype=h.dtype, device=device)
+    assert torch.equal(pair_rotate(h, one, zero), h)
+    assert torch.equal(pair_rotate(h, zero, one), torch.cat((h[..., 5:], h[..., :5]), -1))
+    e = h[:0]
+    assert pair_rotate(e, one, one).shape == (0, 3, 10) and pair_rotate_grads(e, e, one, one)[1].tolist() == [0.0] * 10
+    return f'pair_rotate ok on {device}'
