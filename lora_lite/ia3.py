@@ -11,39 +11,75 @@ from .variant import Variant, ParamSpec, cast
 from .kernels import fused_ok, scale_grads
 
 # %% auto #0
-__all__ = ['MODES', 'FF_NAMES', 'ChannelScale', 'ia3_side', 'IA3', 'plot_scales']
+__all__ = ['MODES', 'FF_NAMES', 'ChannelScale', 'channel_scale', 'check_fused', 'ia3_side', 'IA3', 'plot_scales']
 
-# %% ../nbs/13_ia3.ipynb #b69cd18c
+# %% ../nbs/13_ia3.ipynb #7c51fd64
 def _plain(t: torch.Tensor) -> bool:
     "Not a `torch.func` wrapper (whose data a Triton kernel cannot read)."
     return not torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 class ChannelScale(torch.autograd.Function):
-    "`t ⊙ l` over the last dim, `l` cast to the compute dtype `dt`; the backward derived above (one fused kernel on a GPU)."
+    "`t ⊙ l` over the last dim, `l` cast to the compute dtype `dt`; the backward derived above (one fused kernel on a GPU). `fused`: None picks the kernel by `fused_ok`; True/False force it (for checks)."
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(t, l, dt): return t * l.to(dt)
+    def forward(t, l, dt, fused=None): return t * l.to(dt)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        t, l, dt = inputs
-        ctx.save_for_backward(t, l); ctx.dt = dt
+        t, l, dt, fused = (*inputs, None)[:4]
+        ctx.save_for_backward(t, l); ctx.save_for_forward(t, l); ctx.dt, ctx.fused = dt, fused
 
     @staticmethod
     def backward(ctx, g):
         t, l = ctx.saved_tensors
         lc = l.to(ctx.dt)
-        if (not torch.is_grad_enabled() and fused_ok(g) and g.dtype == t.dtype == lc.dtype and _plain(g) and _plain(t)
+        use = fused_ok(g) if ctx.fused is None else ctx.fused
+        if (use and not torch.is_grad_enabled() and g.dtype == t.dtype == lc.dtype and _plain(g) and _plain(t)
                 and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]):
             grad_t, grad_l = scale_grads(g, t, lc)
-            return grad_t, grad_l.to(l.dtype), None
+            return grad_t, grad_l.to(l.dtype), None, None
         grad_t = (g * lc).to(t.dtype) if ctx.needs_input_grad[0] else None
         grad_l = None
         if ctx.needs_input_grad[1]:
             acc = torch.float64 if g.dtype == torch.float64 else torch.float32
             grad_l = (g * t).reshape(-1, g.shape[-1]).sum(0, dtype=acc).to(l.dtype)
-        return grad_t, grad_l, None
+        return grad_t, grad_l, None, None
+
+    @staticmethod
+    def jvp(ctx, t_dot, l_dot, *_):
+        "Forward mode (`torch.func.jvp`, `jacfwd`): the product rule."
+        t, l = ctx.saved_tensors
+        out = 0
+        if t_dot is not None: out = out + t_dot * l.to(ctx.dt)
+        if l_dot is not None: out = out + t * l_dot.to(ctx.dt)
+        return out
+
+def channel_scale(t: torch.Tensor, l: torch.Tensor, dt) -> torch.Tensor:
+    "`t ⊙ l.to(dt)`: `ChannelScale` in eager mode; the plain product under `torch.compile` (Inductor fuses it itself, and dynamo cannot trace a Function with a custom `jvp`)."
+    if torch.compiler.is_compiling(): return t * l.to(dt)
+    return ChannelScale.apply(t, l, dt)
+
+# %% ../nbs/13_ia3.ipynb #1ecb6dd6
+def check_fused(device='cuda') -> str:
+    "`ChannelScale` with its fused (Triton) backward against its eager backward on `device`; raises on a mismatch."
+    torch.manual_seed(0)
+    for dt in (torch.bfloat16, torch.float32):
+        tol = 1e-2 if dt == torch.bfloat16 else 1e-5
+        for shape in ((3, 37, 130), (260, 64)):
+            t, l = torch.randn(*shape, dtype=dt, device=device), torch.rand(shape[-1], device=device) + 0.5
+            g = torch.randn_like(t)
+            res = []
+            for fused in (True, False):
+                tt, lt = t.clone().requires_grad_(), l.clone().requires_grad_()
+                out = ChannelScale.apply(tt, lt, dt, fused)
+                res.append((out, *torch.autograd.grad(out, (tt, lt), g)))
+            (o1, gt1, gl1), (o2, gt2, gl2) = res
+            assert torch.equal(o1, o2), ('forward', dt, shape)
+            assert gt1.dtype == gt2.dtype == dt and gl1.dtype == gl2.dtype == torch.float32
+            assert (gt1.float() - gt2.float()).abs().max() <= 2 * torch.finfo(dt).eps * gt2.float().abs().max(), ('grad t', dt, shape)
+            assert (gl1 - gl2).abs().max() <= tol * gl2.abs().max(), ('grad l', dt, shape, (gl1 - gl2).abs().max())
+    return f'ChannelScale fused == eager on {device}'
 
 # %% ../nbs/13_ia3.ipynb #a8dda876
 MODES = ('auto', 'output', 'input')
@@ -55,7 +91,7 @@ def ia3_side(name: str, cfg) -> str:
     if mode != 'auto': return mode
     return 'input' if re.search(cfg.opt('ff_names'), name) else 'output'
 
-# %% ../nbs/13_ia3.ipynb #7f495875
+# %% ../nbs/13_ia3.ipynb #5c272f30
 class IA3(Variant):
     "`y ⊙ l` (output side) or `W(x ⊙ l)` (input side, feed-forward down projections under `mode='auto'`); l starts at 1."
     name = 'ia3'
@@ -89,10 +125,10 @@ class IA3(Variant):
     def hook_kinds(cls, layer, cfg): return (layer._lora_ia3_side,)
 
     @staticmethod
-    def forward(layer, x, y): return ChannelScale.apply(y, layer.lora_l, x.dtype)
+    def forward(layer, x, y): return channel_scale(y, layer.lora_l, x.dtype)
 
     @staticmethod
-    def forward_input(layer, x): return ChannelScale.apply(x, layer.lora_l, x.dtype)
+    def forward_input(layer, x): return channel_scale(x, layer.lora_l, x.dtype)
 
 # %% ../nbs/13_ia3.ipynb #a26fee4e
 def plot_scales(model, ax=None, bins=40):

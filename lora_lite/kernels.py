@@ -8,10 +8,10 @@ import importlib.util
 import torch
 
 # %% auto #0
-__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'token_chunks', 'scale_grads', 'check_scale_grads', 'pair_rotate',
+__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'run_check', 'token_chunks', 'scale_grads', 'check_scale_grads', 'pair_rotate',
            'pair_rotate_grads', 'check_pair_rotate']
 
-# %% ../nbs/09_kernels.ipynb #e2680830
+# %% ../nbs/09_kernels.ipynb #5b5456df
 HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 def _triton():
@@ -19,10 +19,27 @@ def _triton():
     from lora_lite import triton_kernels
     return triton_kernels
 
+def _on_device(t: torch.Tensor):
+    "Context that makes `t`'s GPU the current one for a launch (Triton launches on the current device)."
+    import contextlib
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
 # %% ../nbs/09_kernels.ipynb #85552f46
 def fused_ok(t: torch.Tensor) -> bool:
     "True when the Triton kernels of this module apply to `t`: on CUDA, Triton importable, not being compiled."
     return t.is_cuda and HAS_TRITON and not torch.compiler.is_compiling()
+
+# %% ../nbs/09_kernels.ipynb #116254ca
+def run_check(name: str, device: str | None = None) -> str:
+    "Run the check function `name` (`'module.function'`, called with the device) on the GPU here, or on the CPU in a fresh process with Triton's interpreter; raises if it fails."
+    import importlib, os, subprocess, sys
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    mod, fn = name.rsplit('.', 1)
+    if device != 'cpu': return getattr(importlib.import_module(mod), fn)(device)
+    code = f"import {mod} as m; print(m.{fn}('cpu'))"
+    r = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'TRITON_INTERPRET': '1'}, capture_output=True, text=True)
+    if r.returncode: raise AssertionError(f"{name} failed on the CPU (Triton interpreter):\n{r.stderr[-4000:]}")
+    return r.stdout.strip()
 
 # %% ../nbs/09_kernels.ipynb #3f9238e8
 BD, BN = 128, 32
@@ -34,19 +51,21 @@ def token_chunks(n: int, d: int, programs: int = 1024) -> tuple[int, int]:
     chunk = max(BN, -(-(-(-n // want)) // BN) * BN)
     return chunk, -(-n // chunk)
 
-# %% ../nbs/09_kernels.ipynb #55b58746
+# %% ../nbs/09_kernels.ipynb #841691bc
 def _rows(t: torch.Tensor) -> torch.Tensor:
     "`t` as a contiguous `(N, D)` matrix (a view when it already is one)."
     return t.reshape(-1, t.shape[-1]).contiguous()
 
 def scale_grads(g: torch.Tensor, t: torch.Tensor, l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "`(g ⊙ l, Σ_tokens g ⊙ t)` in one pass: the first in `g`'s dtype and shape, the second `(D,)` float32. `l` in `g`'s dtype."
+    if g.shape != t.shape or l.shape != g.shape[-1:]:
+        raise ValueError(f"scale_grads needs g and t of one shape and l of shape (D,): got {tuple(g.shape)}, {tuple(t.shape)}, {tuple(l.shape)}")
     g2, t2 = _rows(g), _rows(t)
     n, d = g2.shape
     if n == 0: return torch.empty_like(g), torch.zeros(d, device=g.device, dtype=torch.float32)
     chunk, k = token_chunks(n, d)
     grad_t, partial = torch.empty_like(g2), torch.empty(k, d, device=g.device, dtype=torch.float32)
-    _triton()._scale_grads_kernel[(-(-d // BD), k)](g2, t2, l.contiguous(), grad_t, partial, n, d, chunk, BN=BN, BD=BD)
+    with _on_device(g): _triton()._scale_grads_kernel[(-(-d // BD), k)](g2, t2, l.contiguous(), grad_t, partial, n, d, chunk, BN=BN, BD=BD)
     return grad_t.view(g.shape), partial.sum(0)
 
 # %% ../nbs/09_kernels.ipynb #2d6648bb
@@ -73,26 +92,34 @@ def check_scale_grads(device='cuda') -> str:
     assert gt.shape == (2, 0, 64) and gl.tolist() == [0.0] * 64
     return f'scale_grads ok on {device}'
 
-# %% ../nbs/09_kernels.ipynb #a5e38411
+# %% ../nbs/09_kernels.ipynb #d9d5267e
+def _check_pairs(h, C, S):
+    d = h.shape[-1]
+    if d % 2 or C.shape != (d,) or S.shape != (d,):
+        raise ValueError(f"pair_rotate needs an even last dim D and C, S of shape (D,): got h {tuple(h.shape)}, C {tuple(C.shape)}, S {tuple(S.shape)}")
+
 def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     "`C ⊙ h + S ⊙ swap(h)` over the last dim (even width), one read of `h`, one write; `C`, `S` `(D,)`."
+    _check_pairs(h, C, S)
     h2 = _rows(h)
     n, d = h2.shape
     if n == 0: return torch.empty_like(h)
     chunk, k = token_chunks(n, d // 2)
     z = torch.empty_like(h2)
-    _triton()._pair_rotate_kernel[(-(-(d // 2) // BD), k)](h2, C.contiguous(), S.contiguous(), z, n, d // 2, chunk, BN=BN, BD=BD)
+    with _on_device(h): _triton()._pair_rotate_kernel[(-(-(d // 2) // BD), k)](h2, C.contiguous(), S.contiguous(), z, n, d // 2, chunk, BN=BN, BD=BD)
     return z.view(h.shape)
 
 def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, ...]:
     "`(∂h, Σ_tokens g ⊙ h, Σ_tokens swap(g) ⊙ h)` for `z = pair_rotate(h, C, S)`; the sums `(D,)` float32."
+    _check_pairs(h, C, S)
+    if g.shape != h.shape: raise ValueError(f"pair_rotate_grads needs g and h of one shape: got {tuple(g.shape)}, {tuple(h.shape)}")
     g2, h2 = _rows(g), _rows(h)
     n, d = g2.shape
     if n == 0: return (torch.empty_like(g),) + tuple(torch.zeros(d, device=g.device, dtype=torch.float32) for _ in range(2))
     chunk, k = token_chunks(n, d // 2)
     grad_h = torch.empty_like(g2)
     diag, anti = (torch.empty(k, d, device=g.device, dtype=torch.float32) for _ in range(2))
-    _triton()._pair_rotate_grads_kernel[(-(-(d // 2) // BD), k)](g2, h2, C.contiguous(), S.contiguous(), grad_h, diag, anti, n, d // 2, chunk, BN=BN, BD=BD)
+    with _on_device(g): _triton()._pair_rotate_grads_kernel[(-(-(d // 2) // BD), k)](g2, h2, C.contiguous(), S.contiguous(), grad_h, diag, anti, n, d // 2, chunk, BN=BN, BD=BD)
     return grad_h.view(g.shape), diag.sum(0), anti.sum(0)
 
 # %% ../nbs/09_kernels.ipynb #f3c45b58

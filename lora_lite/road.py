@@ -12,7 +12,7 @@ from .kernels import fused_ok, pair_rotate, pair_rotate_grads
 
 # %% auto #0
 __all__ = ['road_shape', 'RoAd', 'road_cs', 'road_coeffs', 'swap_halves', 'road_vectors', 'token_dot', 'RoAdRotate',
-           'plot_road_pairs']
+           'check_fused', 'plot_road_pairs']
 
 # %% ../nbs/18_road.ipynb #efe798bc
 def road_shape(d_out: int, per_block: int) -> tuple:
@@ -57,7 +57,7 @@ def road_coeffs(layer, h) -> tuple[torch.Tensor, ...]:
     (c1, c2), (s1, s2) = c.chunk(2), s.chunk(2)
     return c1, s1, c2, s2
 
-# %% ../nbs/18_road.ipynb #16a9fdca
+# %% ../nbs/18_road.ipynb #b21eb642
 def swap_halves(t: torch.Tensor) -> torch.Tensor:
     "`t` with the two halves of its last dim exchanged: `(t1, t2) -> (t2, t1)`, one contiguous copy."
     t1, t2 = t.chunk(2, -1)
@@ -76,13 +76,13 @@ def token_dot(a, b) -> torch.Tensor:
     return (a.reshape(-1, a.shape[-1]) * b.reshape(-1, b.shape[-1])).sum(0, dtype=acc)
 
 class RoAdRotate(torch.autograd.Function):
-    "`z = C·h + S·swap(h)` with the hand-written backward derived above; `c`, `s` as from `road_cs`."
+    "`z = C·h + S·swap(h)` with the hand-written backward derived above; `c`, `s` as from `road_cs`. `fused`: None picks the Triton kernels by `fused_ok`; True/False force them (for checks)."
     @staticmethod
-    def forward(ctx, h, c, s):
+    def forward(ctx, h, c, s, fused=None):
         C, S = road_vectors(c, s, h.shape[-1], h.dtype)
         ctx.save_for_backward(h, C, S)
-        ctx.per_pair = c.shape[0] * 2 == h.shape[-1]
-        if fused_ok(h): return pair_rotate(h, C, S)
+        ctx.per_pair, ctx.fused = c.shape[0] * 2 == h.shape[-1], fused
+        if fused_ok(h) if fused is None else fused: return pair_rotate(h, C, S)
         return torch.addcmul(h * C, swap_halves(h), S)
 
     @staticmethod
@@ -91,7 +91,7 @@ class RoAdRotate(torch.autograd.Function):
         h, C, S = ctx.saved_tensors
         grad_h = grad_c = grad_s = None
         want_coeffs = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        if fused_ok(g) and g.dtype == h.dtype:
+        if (fused_ok(g) if ctx.fused is None else ctx.fused) and g.dtype == h.dtype:
             gh, diag, anti = pair_rotate_grads(g, h, C, S)  # one pass: (∂h, (M11; M22), (M21; M12))
             if ctx.needs_input_grad[0]: grad_h = gh
         else:
@@ -102,13 +102,34 @@ class RoAdRotate(torch.autograd.Function):
             p = h.shape[-1] // 2
             if ctx.per_pair: grad_c, grad_s = diag[:p] + diag[p:], anti[:p] - anti[p:]
             else: grad_c, grad_s = diag, torch.cat((-anti[p:], anti[:p]))
-        return grad_h, grad_c, grad_s
+        return grad_h, grad_c, grad_s, None
 
 @staticmethod
 def _road_forward(layer, x, y):
     c, s = road_cs(layer)
     return RoAdRotate.apply(cast(y, x), c, s)
 RoAd.forward = _road_forward
+
+# %% ../nbs/18_road.ipynb #7d8ac50e
+def check_fused(device='cuda') -> str:
+    "`RoAdRotate` with its fused (Triton) forward and backward against its eager ones on `device`; raises on a mismatch."
+    torch.manual_seed(0)
+    for dt in (torch.bfloat16, torch.float32):
+        tol = 2e-2 if dt == torch.bfloat16 else 1e-5
+        for shape in ((3, 37, 130), (260, 64)):
+            d = shape[-1]
+            for n in (d // 2, d):                                   # RoAd_1, RoAd_2/4 coefficient lengths
+                h, g = torch.randn(*shape, dtype=dt, device=device), torch.randn(*shape, dtype=dt, device=device)
+                c, s = 1 + 0.3 * torch.randn(n, device=device), 0.3 * torch.randn(n, device=device)
+                res = []
+                for fused in (True, False):
+                    hh, cc, ss = h.clone().requires_grad_(), c.clone().requires_grad_(), s.clone().requires_grad_()
+                    z = RoAdRotate.apply(hh, cc, ss, fused)
+                    res.append((z, *torch.autograd.grad(z, (hh, cc, ss), g)))
+                for name, a, b in zip(('z', 'grad h', 'grad c', 'grad s'), *res):
+                    assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape)
+                    assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max(), (name, dt, shape, n)
+    return f'RoAdRotate fused == eager on {device}'
 
 # %% ../nbs/18_road.ipynb #95213d69
 def plot_road_pairs(targets: dict, title='RoAd pairs'):
