@@ -383,6 +383,9 @@ def main(argv=None):
                 lv = levers[impl].format(v)
                 if not available_variants([lv]): continue
                 setup = lambda kw=dict(llkw, variant=lv): attach_ll(model, kw, None)
+            elif impl == 'll-bf16':  # bf16 adapter storage (PEFT bf16's layout): no per-call casts, half the optimizer state
+                if v not in have: continue
+                setup = lambda kw=dict(llkw, dtype='bfloat16'): attach_ll(model, kw, 'input')
             elif impl in compute_of:
                 if v not in have or (impl == 'll-fp32' and fp32_only is not None and v not in fp32_only): continue
                 setup = lambda kw=llkw, c=compute_of[impl]: attach_ll(model, kw, c)

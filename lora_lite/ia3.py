@@ -13,7 +13,7 @@ from .kernels import fused_ok, scale_grads
 # %% auto #0
 __all__ = ['MODES', 'FF_NAMES', 'ChannelScale', 'channel_scale', 'check_fused', 'ia3_side', 'IA3', 'plot_scales']
 
-# %% ../nbs/13_ia3.ipynb #7c51fd64
+# %% ../nbs/13_ia3.ipynb #0d6c2811
 def _plain(t: torch.Tensor) -> bool:
     "Not a `torch.func` wrapper (whose data a Triton kernel cannot read)."
     return not torch._C._functorch.is_functorch_wrapped_tensor(t)
@@ -56,9 +56,9 @@ class ChannelScale(torch.autograd.Function):
         return out
 
 def channel_scale(t: torch.Tensor, l: torch.Tensor, dt) -> torch.Tensor:
-    "`t ⊙ l.to(dt)`: `ChannelScale` in eager mode; the plain product under `torch.compile` (Inductor fuses it itself, and dynamo cannot trace a Function with a custom `jvp`)."
-    if torch.compiler.is_compiling(): return t * l.to(dt)
-    return ChannelScale.apply(t, l, dt)
+    "`t ⊙ l.to(dt)`: through `ChannelScale` where its fused backward applies (`fused_ok`: a CUDA tensor, eager mode); elsewhere the plain product, which autograd differentiates with the same formulas."
+    if fused_ok(t): return ChannelScale.apply(t, l, dt)
+    return t * l.to(dt)
 
 # %% ../nbs/13_ia3.ipynb #1ecb6dd6
 def check_fused(device='cuda') -> str:
