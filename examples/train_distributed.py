@@ -11,8 +11,10 @@ Every run attaches the adapter *before* wrapping or sharding (the order lora-lit
 (rank 0 writes an ordinary `ll.save` file). Rank 0 then checks, for each engine:
 
 - error vs X = ||θ − θ_X|| / ||θ_X − θ_0|| over all lora_* tensors after the last step, for X =
-  `single` (tolerance: float32 1e-4; bf16 0.2, because Adam turns the rounding differences of a
-  different batch shape into whole ±lr steps on near-zero gradients) and X = `accum` (1e-4 / 1e-2:
+  `single` (tolerance: float32 1e-4 on CPU, 2e-3 on GPUs; bf16 0.2, because Adam turns the rounding
+  differences of a different batch shape into whole ±lr steps on near-zero gradients; on a GPU the
+  two batch shapes also run different kernels: two H200s measured 5.5e-4 for `accum` itself, which
+  involves no distribution, see bench/results/distributed-h200x2) and X = `accum` (1e-4 / 1e-2:
   the same arithmetic, so only reduction order can differ; 0 on CPU);
 - reload: the saved file, loaded with `ll.load` into a fresh single-device model, reproduces the
   logits of the wrapped (sharded) model (relative 1e-5 / 1e-2; 0 on CPU);
@@ -39,6 +41,7 @@ SIZES = {  # config-built Qwen3, random weights
                   num_attention_heads=16, num_key_value_heads=8, head_dim=64, max_position_embeddings=2048),
 }
 TOL = {'float32': 1e-4, 'bfloat16': 2e-1}        # relative update error vs `single` (see the docstring)
+TOL_GPU_FLOAT32 = 2e-3                            # float32 vs `single` on GPUs (see the docstring)
 TOL_ACCUM = {'float32': 1e-4, 'bfloat16': 1e-2}  # relative update error vs `accum`
 LOGIT_TOL = {'float32': 1e-5, 'bfloat16': 1e-2}  # reload vs wrapped model, relative to max |logit|
 
@@ -67,7 +70,7 @@ def parse(argv=None):
     a.engines = [e.strip() for e in a.engines.split(',') if e.strip()]
     bad = set(a.engines) - {'single', 'accum', 'ddp', 'fsdp2'}
     if bad: p.error(f"unknown engines {sorted(bad)}; choose from single, accum, ddp, fsdp2")
-    a.tol = TOL[a.dtype] if a.tol is None else a.tol
+    a.tol = (TOL_GPU_FLOAT32 if a.dtype == 'float32' and torch.cuda.is_available() else TOL[a.dtype]) if a.tol is None else a.tol
     a.tol_accum = TOL_ACCUM[a.dtype] if a.tol_accum is None else a.tol_accum
     return a
 
