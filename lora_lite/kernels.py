@@ -8,8 +8,8 @@ import importlib.util
 import torch
 
 # %% auto #0
-__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'run_check', 'token_chunks', 'scale_grads', 'check_scale_grads', 'pair_rotate',
-           'pair_rotate_grads', 'check_pair_rotate']
+__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'run_check', 'fused_and_eager', 'token_chunks', 'scale_grads',
+           'check_scale_grads', 'pair_rotate', 'pair_rotate_grads', 'check_pair_rotate']
 
 # %% ../nbs/09_kernels.ipynb #5b5456df
 HAS_TRITON = importlib.util.find_spec('triton') is not None
@@ -29,7 +29,7 @@ def fused_ok(t: torch.Tensor) -> bool:
     "True when the Triton kernels of this module apply to `t`: on CUDA, Triton importable, not being compiled."
     return t.is_cuda and HAS_TRITON and not torch.compiler.is_compiling()
 
-# %% ../nbs/09_kernels.ipynb #116254ca
+# %% ../nbs/09_kernels.ipynb #7db74739
 def run_check(name: str, device: str | None = None) -> str:
     "Run the check function `name` (`'module.function'`, called with the device) on the GPU here, or on the CPU in a fresh process with Triton's interpreter; raises if it fails."
     import importlib, os, subprocess, sys
@@ -40,6 +40,15 @@ def run_check(name: str, device: str | None = None) -> str:
     r = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'TRITON_INTERPRET': '1'}, capture_output=True, text=True)
     if r.returncode: raise AssertionError(f"{name} failed on the CPU (Triton interpreter):\n{r.stderr[-4000:]}")
     return r.stdout.strip()
+
+def fused_and_eager(fn, inputs, g) -> list:
+    "`[(out, *grads), (out, *grads)]` of `fn(*inputs, fused)` with `fused=True`, then `False`, each on fresh leaf copies of `inputs`: a variant's two paths side by side, for its `check_fused`."
+    res = []
+    for fused in (True, False):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = fn(*leaves, fused)
+        res.append((out, *torch.autograd.grad(out, leaves, g)))
+    return res
 
 # %% ../nbs/09_kernels.ipynb #3f9238e8
 BD, BN = 128, 32
