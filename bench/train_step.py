@@ -30,6 +30,7 @@ SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
 }
 TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 ORDER = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
+ALIASES = {'ia3-kvd': 'ia3', 'oft-neumann': 'oft'}  # bench rows that are another configuration of a variant
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,7 +51,12 @@ def variant_specs(r: int):
         'hra':    (dict(variant='hra', r=r), lambda: peft.HRAConfig(r=r, target_modules=T)),
         'delora': (dict(variant='delora', r=r), lambda: peft.DeloraConfig(r=r, target_modules=T)),
         'vera':   (dict(variant='vera', r=256), lambda: peft.VeraConfig(r=256, target_modules=T)),
-        'oft':    (dict(variant='oft', options=dict(block_size=32)), lambda: peft.OFTConfig(r=0, oft_block_size=32, target_modules=T)),
+        # OFT twice, the same formula on both sides: the exact Cayley map, and OFTv2's Cayley–Neumann series
+        # (PEFT's default, num_cayley_neumann_terms=5, is lora-lite's neumann_order=3)
+        'oft':    (dict(variant='oft', options=dict(block_size=32)),
+                   lambda: peft.OFTConfig(r=0, oft_block_size=32, target_modules=T, use_cayley_neumann=False)),
+        'oft-neumann': (dict(variant='oft', options=dict(block_size=32, neumann_order=3)),
+                        lambda: peft.OFTConfig(r=0, oft_block_size=32, target_modules=T, use_cayley_neumann=True, num_cayley_neumann_terms=5)),
         'road':   (dict(variant='road'), lambda: peft.RoadConfig(variant='road_1', group_size=64, target_modules=T)),
     }
 
@@ -86,7 +92,7 @@ def available_variants(names):
     import lora_lite as ll
     out = []
     for n in names:
-        try: ll.get_variant({'ia3-kvd': 'ia3'}.get(n, n)); out.append(n)
+        try: ll.get_variant(ALIASES.get(n, n)); out.append(n)
         except ValueError: pass
     return out
 
@@ -280,10 +286,21 @@ def _peft_attach_only(model, cfg):
 # ---------------------------------------------------------------------------------------------
 # Report.
 
+def merged(rows, v, i):
+    "The (variant, impl) row, or with --repeat the median time over its ok repeats (largest peak; the spread in `ms_runs`)."
+    rs = [r for r in rows if r['variant'] == v and r['impl'] == i]
+    ok = [r for r in rs if r['status'] == 'ok']
+    if not ok: return rs[0] if rs else None
+    if len(ok) == 1: return ok[0]
+    return dict(ok[0], ms=statistics.median(r['ms'] for r in ok), peak_gib=max(r['peak_gib'] for r in ok), ms_runs=[r['ms'] for r in ok])
+
+
 def fmt(row, floor):
     if row is None: return '—'
     if row['status'] != 'ok': return row['status'].split(':')[0]
-    return f"{row['ms'] / floor:.2f}× · {row['peak_gib']:.1f} GiB" if not math.isnan(row['peak_gib']) else f"{row['ms'] / floor:.2f}×"
+    spread = f" ({min(row['ms_runs']) / floor:.3f}–{max(row['ms_runs']) / floor:.3f})" if 'ms_runs' in row else ''
+    return (f"{row['ms'] / floor:.2f}×{spread} · {row['peak_gib']:.1f} GiB" if not math.isnan(row['peak_gib'])
+            else f"{row['ms'] / floor:.2f}×{spread}")
 
 
 def table(rows, impls):
@@ -294,7 +311,7 @@ def table(rows, impls):
            + (f", peak {fl['peak_gib']:.1f} GiB" if not math.isnan(fl['peak_gib']) else ''), '',
            '| variant | ' + ' | '.join(impls) + ' |', '|---|' + '---|' * len(impls)]
     for v in dict.fromkeys(r['variant'] for r in rows if r['variant'] != 'floor'):
-        cells = [fmt(next((r for r in rows if r['variant'] == v and r['impl'] == i), None), floor) for i in impls]
+        cells = [fmt(merged(rows, v, i), floor) for i in impls]
         out.append(f'| {v} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(out), floor
 
@@ -332,7 +349,7 @@ def main(argv=None):
     p.add_argument('--r', type=int, default=16)
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only)")
+    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only) and 'oft-neumann' (OFTv2's series, both libraries)")
     p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
                    help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-addmm: LoRA with addmm (lever); peft: PEFT default (fp32 adapters); peft-bf16")
     p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
@@ -341,6 +358,8 @@ def main(argv=None):
     p.add_argument('--init-layers', type=int, default=0, help='blocks for the full-SVD timing (0 = all); extrapolated to the whole model')
     p.add_argument('--profile', default='', help="comma-separated variants (or 'all') to profile one extra step of; stored in the JSON")
     p.add_argument('--profile-impls', default='ll', help="which implementations --profile covers (comma-separated)")
+    p.add_argument('--repeat', type=int, default=1, help='run the whole variant list this many times; the table shows each row\'s median')
+    p.add_argument('--floor-every', type=int, default=0, help='also time the floor after every N variant rows (0: only first and last); the ratio uses the median floor')
     p.add_argument('--json', default='')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)
@@ -376,7 +395,9 @@ def main(argv=None):
         rows.append(row)
         if args.json: save_json(args, argv, device, rows, [], None)
     add(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
-    for v in names:
+    for i, v in enumerate([v for _ in range(args.repeat) for v in names]):
+        if i and args.floor_every and i % args.floor_every == 0:
+            add(run_row(model, ids, args, device, 'floor', 'frozen base', lambda: ([], None, model)))
         llkw, pf = specs[v]
         for impl in impls:
             if impl in levers:

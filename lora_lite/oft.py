@@ -10,8 +10,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, first_order, constants, CONSTANTS
 
 # %% auto #0
-__all__ = ['oft_block_size', 'skew', 'cayley', 'cayley_parts', 'block_bmm', 'BlockRotation', 'OFT', 'oft_rotation', 'oft_angles',
-           'plot_oft_rotations']
+__all__ = ['oft_block_size', 'skew', 'cayley', 'cayley_parts', 'block_bmm', 'BlockRotation', 'neumann_rotation', 'BlockApply',
+           'OFT', 'oft_rotation', 'oft_angles', 'plot_oft_rotations']
 
 # %% ../nbs/17_oft.ipynb #29694e6b
 def _divisors(d: int) -> list[int]: return [k for k in range(2, d + 1) if d % k == 0]
@@ -91,18 +91,49 @@ class BlockRotation(torch.autograd.Function):
             dq = torch.sub(N, N.mT).flatten(1).index_select(1, up).mul_(-2)
         return gx, dq, None, None
 
-# %% ../nbs/17_oft.ipynb #2fb9092e
+# %% ../nbs/17_oft.ipynb #2dbae177
+def neumann_rotation(q: torch.Tensor, b: int, k: int, ix: tuple | None = None) -> torch.Tensor:
+    "`R_k = (I + Q)(I + Q + … + Q^k)` for `Q = skew(q, b)`: `k` batched products (Horner), differentiable by autograd."
+    idx, sgn, _, I, _ = _skew_index(b, q.device, q.dtype) if ix is None else ix
+    Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
+    two_I = I + I
+    T = Q + two_I
+    for _ in range(k - 1): T = torch.baddbmm(two_I, Q, T)
+    return torch.baddbmm(I, Q, T)
+
+class BlockApply(torch.autograd.Function):
+    "`y = R x` for given blocks `R (n, b, b)` (any function of the parameters), in `x`'s layout; backward gives `x` and `R` their gradients."
+    @staticmethod
+    def forward(ctx, x, R):
+        Rx, n, b = cast(R, x), R.shape[0], R.shape[-1]
+        ctx.save_for_backward(x, Rx); ctx.R_dtype = R.dtype
+        return block_bmm(x.reshape(-1, n, b).transpose(0, 1), Rx.mT, x.shape)
+
+    @staticmethod
+    @first_order
+    def backward(ctx, g):
+        x, Rx = ctx.saved_tensors
+        n, b = Rx.shape[0], Rx.shape[-1]
+        xb, gb, gx, dR = x.reshape(-1, n, b).transpose(0, 1), g.reshape(-1, n, b).transpose(0, 1), None, None
+        if ctx.needs_input_grad[0]: gx = block_bmm(gb, Rx, g.shape)
+        if ctx.needs_input_grad[1]: dR = torch.bmm(gb.mT, xb).to(ctx.R_dtype)
+        return gx, dR
+
+# %% ../nbs/17_oft.ipynb #b1b128d3
 class OFT(Variant):
-    "Block-diagonal orthogonal `R = cayley(skew(lora_Q))` applied to the input (pre-hook): the layer computes `W0 R x`."
+    "Block-diagonal orthogonal `R = cayley(skew(lora_Q))` (or its Neumann series, `neumann_order`) applied to the input (pre-hook): `W0 R x`."
     name = 'oft'
-    options = {'block_size': None}
+    options = {'block_size': None, 'neumann_order': None}
 
     @classmethod
     def check_options(cls, opts):
         o = super().check_options(opts)
-        b = o['block_size']
+        b, k = o['block_size'], o['neumann_order']
         if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 2):
             raise ValueError(f"oft option block_size must be None (use r blocks) or an int >= 2, got {b!r}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"oft option neumann_order must be None (exact Cayley map) or an int >= 1 (OFTv2's series; "
+                             f"PEFT's default num_cayley_neumann_terms=5 is neumann_order=3), got {k!r}")
         return o
 
     @staticmethod
@@ -115,20 +146,23 @@ class OFT(Variant):
         b = oft_block_size(d_in, cfg)
         return {'lora_Q': ParamSpec((d_in // b, b * (b - 1) // 2), 'zeros')}
 
-# %% ../nbs/17_oft.ipynb #40086213
+# %% ../nbs/17_oft.ipynb #1b589e97
 def _float_q(layer) -> torch.Tensor:
     q = layer.lora_Q
     return q if q.dtype in (torch.float32, torch.float64) else q.float()
 
 def oft_rotation(layer) -> torch.Tensor:
-    "The diagonal blocks `(n, b, b)` of the layer's orthogonal `R`."
-    q = _float_q(layer)
-    return cayley_parts(q, layer.in_features // q.shape[0])[1]
+    "The diagonal blocks `(n, b, b)` of the layer's `R` (exact Cayley, or the Neumann series when the layer's config sets `neumann_order`)."
+    q = _float_q(layer); b = layer.in_features // q.shape[0]
+    k = layer_cfg(layer).opt('neumann_order')
+    return cayley_parts(q, b)[1] if k is None else neumann_rotation(q, b, k)
 
 @staticmethod
 def _oft_forward_input(layer, x):
     q = _float_q(layer); b = layer.in_features // q.shape[0]
-    return BlockRotation.apply(x, q, b, _skew_index(b, q.device, q.dtype))
+    ix, k = _skew_index(b, q.device, q.dtype), layer_cfg(layer).opt('neumann_order')
+    if k is None: return BlockRotation.apply(x, q, b, ix)
+    return BlockApply.apply(x, neumann_rotation(q, b, k, ix))
 OFT.forward_input = _oft_forward_input
 
 # %% ../nbs/17_oft.ipynb #50b07920
