@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse, os, statistics, sys, time
 import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lora_lite.oft import BlockRotation, BlockApply, neumann_rotation, cayley_parts, _skew_index
+from lora_lite.oft import BlockRotation, NeumannRotation, neumann_rotation, cayley_parts, _skew_index
 
 
 def peft_like(x, q, b, terms, exact):
@@ -36,7 +36,7 @@ def cases(b):
     ix = lambda q: _skew_index(b, q.device, q.dtype)
     return {
         'lora-lite exact (BlockRotation)': lambda x, q: BlockRotation.apply(x, q, b, ix(q)),
-        'lora-lite Neumann k=3 (BlockApply)': lambda x, q: BlockApply.apply(x, neumann_rotation(q, b, 3, ix(q))),
+        'lora-lite Neumann k=3 (NeumannRotation)': lambda x, q: NeumannRotation.apply(x, q, b, 3, ix(q)),
         'PEFT-style exact, fp32 adapter': lambda x, q: peft_like(x, q, b, 5, True),
         'PEFT-style Neumann 5, fp32 adapter': lambda x, q: peft_like(x, q, b, 5, False),
         'PEFT-style Neumann 5, bf16 adapter': lambda x, q: peft_like(x, q.to(x.dtype), b, 5, False),

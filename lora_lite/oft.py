@@ -10,8 +10,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, first_order, constants, CONSTANTS
 
 # %% auto #0
-__all__ = ['oft_block_size', 'skew', 'cayley', 'cayley_parts', 'block_bmm', 'BlockRotation', 'neumann_rotation', 'BlockApply',
-           'OFT', 'oft_rotation', 'oft_angles', 'plot_oft_rotations']
+__all__ = ['oft_block_size', 'skew', 'cayley', 'cayley_parts', 'block_bmm', 'BlockRotation', 'neumann_rotation',
+           'NeumannRotation', 'OFT', 'oft_rotation', 'oft_angles', 'plot_oft_rotations']
 
 # %% ../nbs/17_oft.ipynb #29694e6b
 def _divisors(d: int) -> list[int]: return [k for k in range(2, d + 1) if d % k == 0]
@@ -91,33 +91,46 @@ class BlockRotation(torch.autograd.Function):
             dq = torch.sub(N, N.mT).flatten(1).index_select(1, up).mul_(-2)
         return gx, dq, None, None
 
-# %% ../nbs/17_oft.ipynb #2dbae177
+# %% ../nbs/17_oft.ipynb #e84b766c
+def _horner_chain(Q: torch.Tensor, I: torch.Tensor, k: int) -> list[torch.Tensor]:
+    "`[T_0, …, T_{k-1}]` with `T_0 = Q + 2I`, `T_j = 2I + Q T_{j-1}`; then `R_k = I + Q T_{k-1}`."
+    two_I = I + I
+    Ts = [Q + two_I]
+    for _ in range(k - 1): Ts.append(torch.baddbmm(two_I, Q, Ts[-1]))
+    return Ts
+
 def neumann_rotation(q: torch.Tensor, b: int, k: int, ix: tuple | None = None) -> torch.Tensor:
     "`R_k = (I + Q)(I + Q + … + Q^k)` for `Q = skew(q, b)`: `k` batched products (Horner), differentiable by autograd."
     idx, sgn, _, I, _ = _skew_index(b, q.device, q.dtype) if ix is None else ix
     Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
-    two_I = I + I
-    T = Q + two_I
-    for _ in range(k - 1): T = torch.baddbmm(two_I, Q, T)
-    return torch.baddbmm(I, Q, T)
+    return torch.baddbmm(I, Q, _horner_chain(Q, I, k)[-1])
 
-class BlockApply(torch.autograd.Function):
-    "`y = R x` for given blocks `R (n, b, b)` (any function of the parameters), in `x`'s layout; backward gives `x` and `R` their gradients."
+class NeumannRotation(torch.autograd.Function):
+    "`y = R_k x` with `R_k = neumann_rotation(q, b, k)` block-diagonal; saves only `x`, `q` and the cast `R_k`: the backward recomputes the chain."
     @staticmethod
-    def forward(ctx, x, R):
-        Rx, n, b = cast(R, x), R.shape[0], R.shape[-1]
-        ctx.save_for_backward(x, Rx); ctx.R_dtype = R.dtype
+    def forward(ctx, x, q, b, k, ix):
+        idx, sgn, up, I, _ = ix
+        Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
+        Rx, n = cast(torch.baddbmm(I, Q, _horner_chain(Q, I, k)[-1]), x), q.shape[0]
+        ctx.save_for_backward(x, q, Rx, idx, sgn, up, I); ctx.k = k
         return block_bmm(x.reshape(-1, n, b).transpose(0, 1), Rx.mT, x.shape)
 
     @staticmethod
     @first_order
     def backward(ctx, g):
-        x, Rx = ctx.saved_tensors
+        x, q, Rx, idx, sgn, up, I = ctx.saved_tensors
         n, b = Rx.shape[0], Rx.shape[-1]
-        xb, gb, gx, dR = x.reshape(-1, n, b).transpose(0, 1), g.reshape(-1, n, b).transpose(0, 1), None, None
+        xb, gb, gx, dq = x.reshape(-1, n, b).transpose(0, 1), g.reshape(-1, n, b).transpose(0, 1), None, None
         if ctx.needs_input_grad[0]: gx = block_bmm(gb, Rx, g.shape)
-        if ctx.needs_input_grad[1]: dR = torch.bmm(gb.mT, xb).to(ctx.R_dtype)
-        return gx, dR
+        if ctx.needs_input_grad[1]:
+            Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
+            Ts, dR = _horner_chain(Q, I, ctx.k), torch.bmm(gb.mT, xb).to(q.dtype)
+            dQ, dT = torch.bmm(dR, Ts[-1].mT), torch.bmm(Q.mT, dR)     # R = I + Q T_{k-1}
+            for j in range(ctx.k - 1, 0, -1):                          # T_j = 2I + Q T_{j-1}
+                dQ = torch.baddbmm(dQ, dT, Ts[j - 1].mT); dT = torch.bmm(Q.mT, dT)
+            dQ = dQ + dT                                               # T_0 = Q + 2I
+            dq = torch.sub(dQ, dQ.mT).flatten(1).index_select(1, up)
+        return gx, dq, None, None, None
 
 # %% ../nbs/17_oft.ipynb #b1b128d3
 class OFT(Variant):
@@ -146,7 +159,7 @@ class OFT(Variant):
         b = oft_block_size(d_in, cfg)
         return {'lora_Q': ParamSpec((d_in // b, b * (b - 1) // 2), 'zeros')}
 
-# %% ../nbs/17_oft.ipynb #1b589e97
+# %% ../nbs/17_oft.ipynb #79c089d7
 def _float_q(layer) -> torch.Tensor:
     q = layer.lora_Q
     return q if q.dtype in (torch.float32, torch.float64) else q.float()
@@ -162,7 +175,7 @@ def _oft_forward_input(layer, x):
     q = _float_q(layer); b = layer.in_features // q.shape[0]
     ix, k = _skew_index(b, q.device, q.dtype), layer_cfg(layer).opt('neumann_order')
     if k is None: return BlockRotation.apply(x, q, b, ix)
-    return BlockApply.apply(x, neumann_rotation(q, b, k, ix))
+    return NeumannRotation.apply(x, q, b, k, ix)
 OFT.forward_input = _oft_forward_input
 
 # %% ../nbs/17_oft.ipynb #50b07920
