@@ -21,12 +21,15 @@ def _have(name):
 
 
 VARIANTS = [v for v in ALL if _have(v)]
-CFG_KW = {'vera': dict(r=8), 'oft': dict(options=dict(block_size=16))}
+CFG_KW = {'vera': dict(r=8), 'oft': dict(options=dict(block_size=16)),
+          'oft-neumann': dict(variant='oft', options=dict(block_size=16, neumann_order=3))}
+CASES = VARIANTS + (['oft-neumann'] if 'oft' in VARIANTS else [])   # a variant's second code path, by its config
 
 
 def cfg_for(v, **kw):
     base = dict(variant=v, r=4, alpha=8)
     base.update(CFG_KW.get(v, {}))
+    v = base['variant']
     V = ll.get_variant(v)
     if 'options' in base: base['options'] = {k: o for k, o in base['options'].items() if k in V.options}
     base.update(kw)
@@ -64,7 +67,7 @@ def rel(a, b):
 # --------------------------------------------------------------------------------------------
 # torch.compile
 
-@pytest.mark.parametrize('v', VARIANTS)
+@pytest.mark.parametrize('v', CASES)
 def test_compile_matches_eager(v):
     "Dynamo traces every hook in one graph (`fullgraph=True`), and the compiled step equals eager."
     ids = token_input()
@@ -95,7 +98,7 @@ def test_compile_inductor_lora():
 # Gradient checkpointing
 
 @pytest.mark.parametrize('reentrant', [False, True])
-@pytest.mark.parametrize('v', VARIANTS)
+@pytest.mark.parametrize('v', CASES)
 def test_checkpointing_same_gradients(v, reentrant):
     "Recomputing each block in backward (reentrant or not) gives every adapter tensor the gradient it gets without."
     ids = token_input()
@@ -193,7 +196,7 @@ def test_input_compute_learns_like_float32():
     assert rel(d_in, d_ad) < 0.1, rel(d_in, d_ad)
 
 
-@pytest.mark.parametrize('v', VARIANTS)
+@pytest.mark.parametrize('v', CASES)
 def test_input_compute_numerics(v):
     """Every variant on a bf16 model: compute='input' is the identity at init whenever float32 compute is, and
     its outputs and gradients are as close to a float32 model's as float32 compute's are (bf16 noise, not worse)."""
