@@ -72,8 +72,9 @@ def ll_config(kw: dict, compute: str | None):
 
 
 def register_levers():
-    """Bench-only LoRA twins that measure a lever before it goes into the library: `_bench_lora_addmm`
-    folds the scale into B (an r×d_out op) and fuses the add into the second GEMM (`addmm`, beta=1)."""
+    """Bench-only LoRA twins that measure a lever before (or after) it goes into the library: `_bench_lora_addmm`
+    folds the scale into B (an r×d_out op) and fuses the add into the second GEMM (`addmm`, beta=1);
+    `_bench_lora_autograd` is LoRA without `LoRALinear` (autograd runs the base layer's backward and adds the two input gradients)."""
     import torch.nn.functional as F
     from lora_lite.variant import cast, layer_cfg
     from lora_lite.lora import LoRA
@@ -84,7 +85,14 @@ def register_levers():
             h = F.linear(x, cast(layer.lora_A, x))
             Bs = cast(layer.lora_B, x) * layer_cfg(layer).scale
             return torch.addmm(y.reshape(-1, y.shape[-1]).to(h.dtype), h.reshape(-1, h.shape[-1]), Bs.t()).view(y.shape)
-    return {'ll-addmm': '_bench_{}_addmm'}
+    class _BenchLoRAAutograd(LoRA):
+        # LoRA before `LoRALinear`: the same GEMMs, with autograd summing the base's and the adapter's input gradients
+        name = '_bench_lora_autograd'
+        @staticmethod
+        def forward(layer, x, y):
+            from lora_lite.variant import add_product
+            return add_product(layer, x, y, F.linear(x, cast(layer.lora_A, x)), cast(layer.lora_B, x).T, layer_cfg(layer).scale)
+    return {'ll-addmm': '_bench_{}_addmm', 'll-autograd': '_bench_{}_autograd'}
 
 
 def available_variants(names):
@@ -351,7 +359,7 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only) and 'oft-neumann' (OFTv2's series, both libraries)")
     p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
-                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-addmm: LoRA with addmm (lever); peft: PEFT default (fp32 adapters); peft-bf16")
+                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-bf16: bf16 storage; ll-addmm, ll-autograd: LoRA levers; peft: PEFT default (fp32 adapters); peft-bf16")
     p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
     p.add_argument('--no-peft', action='store_true')
     p.add_argument('--pissa-init', action='store_true', help='also time PiSSA init, full vs fast SVD')
