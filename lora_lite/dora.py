@@ -70,12 +70,14 @@ def _dora_init(layer, cfg):
     layer.lora_m.copy_(layer.lora_wnorm2.float().clamp_min(EPS * EPS).sqrt())
 DoRA.init = _dora_init
 
-# %% ../nbs/14_dora.ipynb #5403dd1f
+# %% ../nbs/14_dora.ipynb #282deea4
 def dora_forward(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "`g⊙z` (no bias) or `z + (g−1)⊙(z−b)` with `z = y + s·B·A·x`, `g = m / ‖W0 + sBA‖_row` (norm detached, cached)."
     cfg, b = layer_cfg(layer), getattr(layer, 'bias', None)
-    A = cast(layer.lora_A, x)
-    g = cast(layer.lora_m / dora_norm(layer, y.dtype, A if A.dtype == y.dtype else None), x)
+    A, m = cast(layer.lora_A, x), layer.lora_m
+    n = dora_norm(layer, y.dtype, A if A.dtype == y.dtype else None)
+    if m.element_size() < n.element_size(): n = n.to(m.dtype)   # bf16 storage: m holds ‖W0‖ rounded, so round n the same way
+    g = cast(m / n, x)
     if cfg.dropout and layer.training: x = F.dropout(x, cfg.dropout)
     h = F.linear(x, A)
     z = add_product(layer, x, y, h, cast(layer.lora_B, x).T, cfg.scale)

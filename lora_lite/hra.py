@@ -13,7 +13,7 @@ from .variant import Variant, ParamSpec, cast, layer_cfg, first_order, constants
 __all__ = ['unit_scale', 'unit_backward', 'householder_vectors', 'hra_pairs', 'hra_columns', 'hra_factors', 'hra_transform',
            'HRA', 'orthogonality_loss', 'reflection_angles', 'plot_reflection_angles']
 
-# %% ../nbs/15_hra.ipynb #2e27caf6
+# %% ../nbs/15_hra.ipynb #6ae91123
 def _hra_constants(r: int, device, dtype):
     "`C` (r, 4r): unit columns -> per pair [P: d, b | R0: -2a, 2d | A: 0, -2a | Z: 0, d]; `C` with Z doubled (backward); `-mask` of blocks j<k."
     return constants('hra_pairs', _build_hra_constants, r, torch.device(device), dtype)
@@ -79,7 +79,8 @@ def hra_pairs(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(t.view(d_in, r // 2, 2).permute(1, 2, 0) for t in _PairColumns.apply(U, _hra_constants(r, U.device, U.dtype)))
 
 def hra_columns(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "`Pᵀ`, `Yᵀ`, each `(d_in, r)`, with `H x = x + Yᵀ(P x)`: one matmul for `−N`, one triangular solve from the right."
+    "`Pᵀ`, `Yᵀ`, each `(d_in, r)`, with `H x = x + Yᵀ(P x)`: one matmul for `−N`, one triangular solve from the right; in float32 at least (bf16-stored `U` is promoted)."
+    if U.dtype not in (torch.float32, torch.float64): U = U.float()   # no triangular solve in bf16, and r normalisations want the precision
     consts = _hra_constants(U.shape[1], U.device, U.dtype)   # looked up outside the Function: Dynamo refuses a cache write inside it
     P, R = _PairColumns.apply(U, consts)
     neg_N = (P.mT @ R) * consts[2]

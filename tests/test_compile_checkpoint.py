@@ -36,9 +36,9 @@ def cfg_for(v, **kw):
     return ll.LoraLiteConfig(**base)
 
 
-def adapted(v, dtype=torch.float32, **kw):
+def adapted(v, model_dtype=torch.float32, **kw):
     torch.manual_seed(0)
-    m = tiny_qwen3(dtype=dtype)
+    m = tiny_qwen3(dtype=model_dtype)
     ll.attach(m, cfg_for(v, **kw))
     perturb_(m, scale=0.05)
     return m
@@ -220,3 +220,34 @@ def test_input_compute_numerics(v):
     err = {k: (rel(kind(g_in, k), kind(g32, k)), rel(kind(g_ad, k), kind(g32, k))) for k in kinds}
     worse = {k: e for k, e in err.items() if e[0] > 2 * e[1] + 1e-2}
     assert not worse, f"{v}: bf16-compute gradients further from float32 than float32-compute ones: {worse}"
+
+
+@pytest.mark.parametrize('v', CASES)
+def test_bf16_storage(v):
+    """Every variant with bf16 adapter storage (`dtype='bfloat16'`, the layout of PEFT's bf16 adapters) on a bf16 model: the
+    identity at init as close as with float32 storage, and one backward gives every adapter tensor a finite, nonzero bf16
+    gradient, as close to float32 storage's as bf16 allows (HRA once failed here: no triangular solve in bf16)."""
+    ids = token_input()
+    torch.manual_seed(0)
+    base = tiny_qwen3(dtype=torch.bfloat16)
+    with torch.no_grad(): y_base = base(ids).logits
+    d_id = {}
+    for dt in ('bfloat16', 'float32'):
+        m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, dtype=dt))
+        with torch.no_grad(): d_id[dt] = max_diff(m(ids).logits, y_base)
+    assert d_id['bfloat16'] <= 2 * d_id['float32'] + 1e-6, f"{v}: bf16 storage is further from the identity at init: {d_id}"
+    m16 = adapted(v, torch.bfloat16, dtype='bfloat16')
+    m32, m32r = adapted(v, torch.bfloat16), adapted(v, torch.bfloat16)
+    with torch.no_grad():   # m32r: float32 storage holding exactly m16's (bf16-rounded) values
+        p16 = dict(m16.named_parameters())
+        for n, p in m32r.named_parameters():
+            if p.requires_grad: p.copy_(p16[n])
+    (_, g16), (_, g32), (_, g32r) = (loss_and_grads(m, ids) for m in (m16, m32, m32r))
+    assert g16.keys() == g32.keys() and g16
+    assert all(g.dtype == torch.bfloat16 and torch.isfinite(g).all() for g in g16.values())
+    assert all(g.abs().sum() > 0 for g in g16.values()), [n for n, g in g16.items() if not g.abs().sum()]
+    # same values, other storage: no further from float32 storage than rounding the values alone moves it (bf16 noise, not worse)
+    kind = lambda g, k: torch.cat([t.float().flatten() for n, t in g.items() if n.rsplit('.', 1)[-1] == k])
+    err = {k: (rel(kind(g16, k), kind(g32r, k)), rel(kind(g32r, k), kind(g32, k))) for k in {n.rsplit('.', 1)[-1] for n in g32}}
+    worse = {k: e for k, e in err.items() if e[0] > 2 * e[1] + 2e-2}
+    assert not worse, f"{v}: bf16-storage gradients further off than bf16 rounding of the values: {worse}"
