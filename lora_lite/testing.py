@@ -17,7 +17,7 @@ from .adapter import attach, detach, save, load, adapter_state_dict, trainable_p
 __all__ = ['LinearLike', 'TinyBlock', 'TinyModel', 'tiny_model', 'tiny_input', 'tiny_qwen3', 'tiny_llama', 'token_input',
            'outputs', 'task_loss', 'max_diff', 'perturb_', 'attach_with', 'check_identity', 'check_perturb',
            'check_grads', 'check_reload', 'check_detach', 'train_steps', 'check_trains', 'check_reference',
-           'run_invariants']
+           'run_invariants', 'graph_has']
 
 # %% ../nbs/04_testing.ipynb #b64d4de9
 class LinearLike(nn.Module):
@@ -243,3 +243,14 @@ def run_invariants(make_model, cfg, inp, identity_atol=0.0, reference=None, ref_
     if reference is not None: res['reference'] = check_reference(make_model, cfg, inp, reference, ref_atol, calibration=c)
     if train: res['loss0'], res['lossN'] = check_trains(make_model, cfg, inp, steps, lr, calibration=c)
     return res
+
+# %% ../nbs/04_testing.ipynb #32f53cd7
+def graph_has(t: torch.Tensor, name: str) -> bool:
+    "True when the autograd graph behind `t` has a node whose type is `name` (e.g. `'LoRALinearBackward'`)."
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        f = todo.pop()
+        if f is None or f in seen: continue
+        if type(f).__name__ == name: return True
+        seen.add(f); todo.extend(g for g, _ in f.next_functions)
+    return False
