@@ -40,10 +40,11 @@ def lora_add(layer, x, y):
 def _lora_forward(layer, x, y): return lora_add(layer, x, y)
 LoRA.forward = _lora_forward
 
-# %% ../nbs/10_lora.ipynb #faf7e811
+# %% ../nbs/10_lora.ipynb #b00f8645
 def owns_backward(layer, x, y) -> bool:
     "True when `y` is exactly `F.linear(x, W0, b)` for a frozen plain `nn.Linear` and the LoRA hook may compute the layer's whole backward (`LoRALinear`)."
     if not (torch.is_grad_enabled() and type(layer).forward is nn.Linear.forward and 'forward' not in layer.__dict__): return False
+    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0: return False   # torch.func / forward AD: plain ops
     w, b, cfg = layer.weight, layer.bias, layer_cfg(layer)
     return (type(w) in (nn.Parameter, torch.Tensor) and not is_quantized(layer) and w.dtype == x.dtype == y.dtype
             and not w.requires_grad and (b is None or not b.requires_grad) and not (cfg.dropout and layer.training)

@@ -251,3 +251,19 @@ def test_bf16_storage(v):
     err = {k: (rel(kind(g16, k), kind(g32r, k)), rel(kind(g32r, k), kind(g32, k))) for k in {n.rsplit('.', 1)[-1] for n in g32}}
     worse = {k: e for k, e in err.items() if e[0] > 2 * e[1] + 2e-2}
     assert not worse, f"{v}: bf16-storage gradients further off than bf16 rounding of the values: {worse}"
+
+
+# --------------------------------------------------------------------------------------------
+# torch.func: the variants the README lists as plain ops (or with a setup_context Function)
+
+@pytest.mark.parametrize('v', [v for v in ('lora', 'pissa', 'dora', 'vera', 'ia3') if v in VARIANTS])
+def test_torch_func_grad_matches_autograd(v):
+    "`torch.func.grad` over `functional_call` gives the adapter gradients ordinary backprop gives (fast paths step aside under transforms)."
+    ids = token_input()
+    m = adapted(v)
+    params = {n: p.detach() for n, p in m.named_parameters() if p.requires_grad}
+    _, g_ref = loss_and_grads(m, ids)
+    def loss(p): return torch.func.functional_call(m, p, (ids,)).logits.float().pow(2).mean()
+    g = torch.func.grad(loss)(params)
+    bad = {n: rel(g[n], g_ref[n]) for n in params if rel(g[n], g_ref[n]) > 1e-5}
+    assert not bad, f"{v}: torch.func gradients differ: {bad}"
