@@ -12,8 +12,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'CONSTANTS', 'ParamSpec', 'get_variant', 'all_variants', 'Variant', 'cast', 'layer_cfg',
-           'is_quantized', 'dense_weight', 'fresh_output_layer', 'first_to_see_output', 'writable_output', 'constants',
-           'first_order', 'gemm_into', 'add_product', 'probe_weight', 'effective_weight']
+           'is_quantized', 'dense_weight', 'fresh_output_layer', 'first_to_see_output', 'writable_tensor',
+           'writable_output', 'constants', 'first_order', 'gemm_into', 'add_product', 'probe_weight',
+           'effective_weight']
 
 # %% ../nbs/01_variant.ipynb #801f202f
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -125,7 +126,7 @@ def dense_weight(layer: nn.Module) -> torch.Tensor:
                         "Use a float (non-quantized) model, or a hook-only variant such as LoRA, DeLoRA, IA3 or HRA.")
     return layer.weight
 
-# %% ../nbs/01_variant.ipynb #c128a85e
+# %% ../nbs/01_variant.ipynb #42fbbb38
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -135,11 +136,14 @@ def first_to_see_output(layer: nn.Module) -> bool:
     return (not torch.compiler.is_compiling() and next(iter(layer._forward_hooks), None) == layer.__dict__.get('_lora_out_hook')
             and not torch.nn.modules.module._global_forward_hooks)
 
-def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
-    "True when an output hook may update the base output `y` in place (see above)."
-    if not layer.__dict__.get('_lora_fresh_output', False) or not first_to_see_output(layer): return False
+def writable_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
+    "The tensor half of `writable_output`: `y` is a contiguous 2-D/3-D non-view in `x`'s dtype, not `x`, not a leaf that wants a gradient."
     return (y.dim() in (2, 3) and y is not x and y.dtype == x.dtype and y.is_contiguous() and y._base is None
             and not (y.is_leaf and y.requires_grad))
+
+def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
+    "True when an output hook may update the base output `y` in place (see above)."
+    return layer.__dict__.get('_lora_fresh_output', False) and first_to_see_output(layer) and writable_tensor(x, y)
 
 CONSTANTS: dict = {}
 
