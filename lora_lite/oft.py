@@ -28,7 +28,7 @@ def oft_block_size(d_in: int, cfg) -> int:
         raise ValueError(f"OFT block_size={b} must divide in_features={d_in}; valid block sizes for this layer are {_divisors(d_in)}")
     return b
 
-# %% ../nbs/17_oft.ipynb #8661128f
+# %% ../nbs/17_oft.ipynb #ae08e689
 def _skew_index(b: int, device, dtype) -> tuple:
     "`(gather index (b²,), signs (b²,), flat upper positions (p,), I, −I)` for `b×b` skew blocks; cached per (b, device, dtype)."
     return constants('oft_skew', _build_skew_index, b, torch.device(device), dtype)
@@ -41,9 +41,9 @@ def _build_skew_index(b, device, dtype):
     I = torch.eye(b, dtype=dtype)
     return tuple(t.to(device) for t in (idx, sgn, up, I, -I))
 
-def skew(q: torch.Tensor, b: int) -> torch.Tensor:
-    "Skew-symmetric blocks `(n, b, b)` whose strictly upper entries, row by row, are `q (n, b(b-1)/2)`."
-    idx, sgn = _skew_index(b, q.device, q.dtype)[:2]
+def skew(q: torch.Tensor, b: int, ix: tuple | None = None) -> torch.Tensor:
+    "Skew-symmetric blocks `(n, b, b)` whose strictly upper entries, row by row, are `q (n, b(b-1)/2)` (`ix`: `_skew_index`'s tuple, looked up if None)."
+    idx, sgn = (_skew_index(b, q.device, q.dtype) if ix is None else ix)[:2]
     return (q.index_select(1, idx) * sgn).view(-1, b, b)
 
 def cayley(Q: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ class BlockRotation(torch.autograd.Function):
             dq = torch.sub(N, N.mT).flatten(1).index_select(1, up).mul_(-2)
         return gx, dq, None, None
 
-# %% ../nbs/17_oft.ipynb #e84b766c
+# %% ../nbs/17_oft.ipynb #f2055543
 def _horner_chain(Q: torch.Tensor, I: torch.Tensor, k: int) -> list[torch.Tensor]:
     "`[T_0, …, T_{k-1}]` with `T_0 = Q + 2I`, `T_j = 2I + Q T_{j-1}`; then `R_k = I + Q T_{k-1}`."
     two_I = I + I
@@ -101,18 +101,16 @@ def _horner_chain(Q: torch.Tensor, I: torch.Tensor, k: int) -> list[torch.Tensor
 
 def neumann_rotation(q: torch.Tensor, b: int, k: int, ix: tuple | None = None) -> torch.Tensor:
     "`R_k = (I + Q)(I + Q + … + Q^k)` for `Q = skew(q, b)`: `k` batched products (Horner), differentiable by autograd."
-    idx, sgn, _, I, _ = _skew_index(b, q.device, q.dtype) if ix is None else ix
-    Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
+    ix = _skew_index(b, q.device, q.dtype) if ix is None else ix
+    Q, I = skew(q, b, ix), ix[3]
     return torch.baddbmm(I, Q, _horner_chain(Q, I, k)[-1])
 
 class NeumannRotation(torch.autograd.Function):
     "`y = R_k x` with `R_k = neumann_rotation(q, b, k)` block-diagonal; saves only `x`, `q` and the cast `R_k`: the backward recomputes the chain."
     @staticmethod
     def forward(ctx, x, q, b, k, ix):
-        idx, sgn, up, I, _ = ix
-        Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
-        Rx, n = cast(torch.baddbmm(I, Q, _horner_chain(Q, I, k)[-1]), x), q.shape[0]
-        ctx.save_for_backward(x, q, Rx, idx, sgn, up, I); ctx.k = k
+        Rx, n = cast(neumann_rotation(q, b, k, ix), x), q.shape[0]
+        ctx.save_for_backward(x, q, Rx, *ix[:4]); ctx.k = k
         return block_bmm(x.reshape(-1, n, b).transpose(0, 1), Rx.mT, x.shape)
 
     @staticmethod
@@ -123,7 +121,7 @@ class NeumannRotation(torch.autograd.Function):
         xb, gb, gx, dq = x.reshape(-1, n, b).transpose(0, 1), g.reshape(-1, n, b).transpose(0, 1), None, None
         if ctx.needs_input_grad[0]: gx = block_bmm(gb, Rx, g.shape)
         if ctx.needs_input_grad[1]:
-            Q = (q.index_select(1, idx) * sgn).view(-1, b, b)
+            Q = skew(q, b, (idx, sgn))
             Ts, dR = _horner_chain(Q, I, ctx.k), torch.bmm(gb.mT, xb).to(q.dtype)
             dQ, dT = torch.bmm(dR, Ts[-1].mT), torch.bmm(Q.mT, dR)     # R = I + Q T_{k-1}
             for j in range(ctx.k - 1, 0, -1):                          # T_j = 2I + Q T_{j-1}
