@@ -196,18 +196,24 @@ def test_input_compute_learns_like_float32():
     assert rel(d_in, d_ad) < 0.1, rel(d_in, d_ad)
 
 
+def identity_gaps(v, ids, **settings):
+    "`{name: max |Δlogits|}` between a bf16 tiny Qwen3 and the same model with `v` attached (`cfg_for(v, **kw)`), at init, per named setting."
+    torch.manual_seed(0)
+    base = tiny_qwen3(dtype=torch.bfloat16)
+    with torch.no_grad(): y_base = base(ids).logits
+    gaps = {}
+    for name, kw in settings.items():
+        m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, **kw))
+        with torch.no_grad(): gaps[name] = max_diff(m(ids).logits, y_base)
+    return gaps
+
+
 @pytest.mark.parametrize('v', CASES)
 def test_input_compute_numerics(v):
     """Every variant on a bf16 model: compute='input' is the identity at init whenever float32 compute is, and
     its outputs and gradients are as close to a float32 model's as float32 compute's are (bf16 noise, not worse)."""
     ids = token_input()
-    torch.manual_seed(0)
-    base = tiny_qwen3(dtype=torch.bfloat16)
-    with torch.no_grad(): y_base = base(ids).logits
-    d_id = {}
-    for c in ('input', 'adapter'):
-        m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, compute=c))
-        with torch.no_grad(): d_id[c] = max_diff(m(ids).logits, y_base)
+    d_id = identity_gaps(v, ids, input=dict(compute='input'), adapter=dict(compute='adapter'))
     # exact stays exact; a variant that rewrites the bf16 weight (PiSSA's W_res) is off by rounding either way
     assert d_id['input'] <= 2 * d_id['adapter'], f"{v}: compute='input' is further from the identity at init: {d_id}"
     y32, g32 = loss_and_grads(adapted(v, torch.float32), ids)
@@ -228,13 +234,7 @@ def test_bf16_storage(v):
     identity at init as close as with float32 storage, and one backward gives every adapter tensor a finite, nonzero bf16
     gradient, as close to float32 storage's as bf16 allows (HRA once failed here: no triangular solve in bf16)."""
     ids = token_input()
-    torch.manual_seed(0)
-    base = tiny_qwen3(dtype=torch.bfloat16)
-    with torch.no_grad(): y_base = base(ids).logits
-    d_id = {}
-    for dt in ('bfloat16', 'float32'):
-        m = tiny_qwen3(dtype=torch.bfloat16); ll.attach(m, cfg_for(v, dtype=dt))
-        with torch.no_grad(): d_id[dt] = max_diff(m(ids).logits, y_base)
+    d_id = identity_gaps(v, ids, bfloat16=dict(dtype='bfloat16'), float32=dict(dtype='float32'))
     assert d_id['bfloat16'] <= 2 * d_id['float32'] + 1e-6, f"{v}: bf16 storage is further from the identity at init: {d_id}"
     m16 = adapted(v, torch.bfloat16, dtype='bfloat16')
     m32, m32r = adapted(v, torch.bfloat16), adapted(v, torch.bfloat16)
