@@ -8,8 +8,9 @@ import importlib.util
 import torch
 
 # %% auto #0
-__all__ = ['HAS_TRITON', 'BD', 'BN', 'fused_ok', 'run_check', 'fused_and_eager', 'token_chunks', 'scale_grads',
-           'check_scale_grads', 'pair_rotate', 'pair_rotate_grads', 'check_pair_rotate']
+__all__ = ['HAS_TRITON', 'BD', 'BN', 'SCALE_BLOCK', 'SCALE_WARPS', 'IA3_TILE', 'fused_ok', 'run_check', 'fused_and_eager',
+           'token_chunks', 'scale', 'scale_grads', 'check_scale_grads', 'pair_rotate', 'pair_rotate_grads',
+           'check_pair_rotate']
 
 # %% ../nbs/09_kernels.ipynb #5b5456df
 HAS_TRITON = importlib.util.find_spec('triton') is not None
@@ -50,55 +51,75 @@ def fused_and_eager(fn, inputs, g) -> list:
         res.append((out, *torch.autograd.grad(out, leaves, g)))
     return res
 
-# %% ../nbs/09_kernels.ipynb #3f9238e8
+# %% ../nbs/09_kernels.ipynb #15e0778f
 BD, BN = 128, 32
 
-def token_chunks(n: int, d: int, programs: int = 1024) -> tuple[int, int]:
-    "`(chunk, n_chunks)`: tokens per program (a multiple of `BN`) and how many chunks cover `n`, for about `programs` programs over `d` features."
-    col_blocks = -(-d // BD)
-    want = max(1, min(-(-n // BN), -(-programs // col_blocks)))
-    chunk = max(BN, -(-(-(-n // want)) // BN) * BN)
+def token_chunks(n: int, d: int, programs: int = 1024, bd: int = BD, bn: int = BN) -> tuple[int, int]:
+    "`(chunk, n_chunks)`: tokens per program (a multiple of `bn`) and how many chunks cover `n`, for about `programs` programs over `d` features in blocks of `bd`."
+    col_blocks = -(-d // bd)
+    want = max(1, min(-(-n // bn), -(-programs // col_blocks)))
+    chunk = max(bn, -(-(-(-n // want)) // bn) * bn)
     return chunk, -(-n // chunk)
 
-# %% ../nbs/09_kernels.ipynb #841691bc
+# %% ../nbs/09_kernels.ipynb #6b003e22
 def _rows(t: torch.Tensor) -> torch.Tensor:
     "`t` as a contiguous `(N, D)` matrix (a view when it already is one)."
     return t.reshape(-1, t.shape[-1]).contiguous()
 
+SCALE_BLOCK, SCALE_WARPS = 2048, 8
+IA3_TILE = dict(BD=128, BN=64, num_warps=4, programs=2048)
+
+def scale(t: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    "`t ⊙ l.to(t.dtype)` over the last dim in one pass; `l` of shape `(D,)`, any float dtype."
+    if l.shape != t.shape[-1:]: raise ValueError(f"scale needs l of shape (D,) for t of shape (..., D): got {tuple(t.shape)}, {tuple(l.shape)}")
+    t2 = _rows(t)
+    out = torch.empty_like(t2)
+    if t2.numel():
+        with _on_device(t): _triton()._scale_kernel[(-(-t2.numel() // SCALE_BLOCK),)](t2, l.contiguous(), out, t2.shape[1], t2.numel(), BLOCK=SCALE_BLOCK, num_warps=SCALE_WARPS)
+    return out.view(t.shape)
+
 def scale_grads(g: torch.Tensor, t: torch.Tensor, l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(g ⊙ l, Σ_tokens g ⊙ t)` in one pass: the first in `g`'s dtype and shape, the second `(D,)` float32. `l` in `g`'s dtype."
+    "`(g ⊙ l.to(g.dtype), Σ_tokens g ⊙ t)` in one pass: the first in `g`'s dtype and shape, the second `(D,)` float32. `l` any float dtype."
     if g.shape != t.shape or l.shape != g.shape[-1:]:
         raise ValueError(f"scale_grads needs g and t of one shape and l of shape (D,): got {tuple(g.shape)}, {tuple(t.shape)}, {tuple(l.shape)}")
     g2, t2 = _rows(g), _rows(t)
     n, d = g2.shape
     if n == 0: return torch.empty_like(g), torch.zeros(d, device=g.device, dtype=torch.float32)
-    chunk, k = token_chunks(n, d)
+    bd, bn, warps = IA3_TILE['BD'], IA3_TILE['BN'], IA3_TILE['num_warps']
+    chunk, k = token_chunks(n, d, IA3_TILE['programs'], bd, bn)
     grad_t, partial = torch.empty_like(g2), torch.empty(k, d, device=g.device, dtype=torch.float32)
-    with _on_device(g): _triton()._scale_grads_kernel[(-(-d // BD), k)](g2, t2, l.contiguous(), grad_t, partial, n, d, chunk, BN=BN, BD=BD)
+    with _on_device(g): _triton()._scale_grads_kernel[(-(-d // bd), k)](g2, t2, l.contiguous(), grad_t, partial, n, d, chunk, BN=bn, BD=bd, num_warps=warps)
     return grad_t.view(g.shape), partial.sum(0)
 
-# %% ../nbs/09_kernels.ipynb #2d6648bb
-def _same_rounded(a, exact) -> bool:
-    "On a GPU: `a` equals `exact` rounded once to `a.dtype` (PyTorch's rounding). Triton's CPU interpreter truncates instead, so there: within one unit in the last place."
+# %% ../nbs/09_kernels.ipynb #6ea59e2f
+def _same_rounded(a, exact, casts=1) -> bool:
+    "On a GPU: `a` equals `exact` rounded once to `a.dtype` (PyTorch's rounding). Triton's CPU interpreter truncates instead at each of the kernel's `casts` casts to `a.dtype`, so there: within `casts` units in the last place."
     if a.is_cuda: return torch.equal(a, exact.to(a.dtype))
-    return bool(((a.float() - exact).abs() <= exact.abs() * torch.finfo(a.dtype).eps).all())
+    return bool(((a.float() - exact).abs() <= casts * exact.abs() * torch.finfo(a.dtype).eps).all())
 
 def check_scale_grads(device='cuda') -> str:
-    "Check `scale_grads` against float64 math on `device` (ragged sizes, bf16 and float32, 3-D, no tokens); raises on a mismatch."
+    "Check `scale` and `scale_grads` against float64 math on `device` (ragged sizes, bf16 and float32, `l` stored in float32 or the activation dtype, 3-D, no tokens); raises on a mismatch."
     torch.manual_seed(0)
     for dt in (torch.bfloat16, torch.float32):
         for n, d in ((1000, 300), (37, 129), (5, 7)):
-            g, t, l = torch.randn(n, d, dtype=dt, device=device), torch.randn(n, d, dtype=dt, device=device), torch.randn(d, device=device).to(dt)
-            gt, gl = scale_grads(g, t, l)
-            assert _same_rounded(gt, g.float() * l.float()), ('g*l', dt, n, d)
+            g, t, l32 = torch.randn(n, d, dtype=dt, device=device), torch.randn(n, d, dtype=dt, device=device), torch.randn(d, device=device)
+            l = l32.to(dt)
+            assert _same_rounded(scale(t, l32), t.float() * l.float(), 2) and _same_rounded(scale(t, l), t.float() * l.float()), ('t*l', dt, n, d)
+            gt, gl = scale_grads(g, t, l32)
+            assert _same_rounded(gt, g.float() * l.float(), 2), ('g*l', dt, n, d)
+            assert _same_rounded(scale_grads(g, t, l)[0], g.float() * l.float()), ('l stored in the activation dtype', dt, n, d)
+            if dt == torch.bfloat16:   # float32 l a quarter step above bf16 values: any rounding gives those values, so the bits must match theirs
+                lb = (torch.rand(d, device=device) + 0.5).to(dt); l32 = lb.float() * (1 + 2.0 ** -10)
+                assert torch.equal(scale(t, l32), scale(t, lb)) and torch.equal(scale_grads(g, t, l32)[0], scale_grads(g, t, lb)[0]), ('l rounded to bf16 first', n, d)
             exact = (g.double() * t.double()).sum(0)
             err, eager_err = (gl.double() - exact).abs().max(), ((g * t).sum(0).double() - exact).abs().max()
             assert err <= max(1e-4 * exact.abs().max(), eager_err), ('token sum', dt, n, d, err, eager_err)
     g3 = torch.randn(2, 50, 64, dtype=torch.bfloat16, device=device)           # 3-D activations: token dims are flattened
     gt, gl = scale_grads(g3, g3, torch.ones(64, dtype=torch.bfloat16, device=device))
     assert torch.equal(gt, g3) and torch.allclose(gl, (g3.float() ** 2).sum((0, 1)), rtol=1e-5, atol=1e-3)
+    assert torch.equal(scale(g3, torch.full((64,), 2., device=device)), 2 * g3)
     gt, gl = scale_grads(g3[:, :0], g3[:, :0], torch.ones(64, device=device))   # no tokens: empty gradient, zero sums
-    assert gt.shape == (2, 0, 64) and gl.tolist() == [0.0] * 64
+    assert gt.shape == (2, 0, 64) and gl.tolist() == [0.0] * 64 and scale(g3[:, :0], torch.ones(64, device=device)).shape == (2, 0, 64)
     return f'scale_grads ok on {device}'
 
 # %% ../nbs/09_kernels.ipynb #d9d5267e

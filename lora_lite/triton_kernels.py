@@ -9,12 +9,21 @@ __all__ = []
 import triton
 import triton.language as tl
 
-# %% ../nbs/08_triton_kernels.ipynb #a4ce26a9
+# %% ../nbs/08_triton_kernels.ipynb #4b27b69f
+@triton.jit
+def _scale_kernel(t, l, out, D, total, BLOCK: tl.constexpr):
+    off = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = off < total
+    tv = tl.load(t + off, mask=m, other=0.)
+    lv = tl.load(l + off % D, mask=m, other=0.).to(tv.dtype)
+    tl.store(out + off, (tv.to(tl.float32) * lv.to(tl.float32)).to(tv.dtype), mask=m)
+
+# %% ../nbs/08_triton_kernels.ipynb #d8f256e4
 @triton.jit
 def _scale_grads_kernel(g, t, l, grad_t, partial, N, D, chunk, BN: tl.constexpr, BD: tl.constexpr):
     cols = tl.program_id(0) * BD + tl.arange(0, BD)
     cmask = cols < D
-    lv = tl.load(l + cols, mask=cmask, other=0.).to(tl.float32)
+    lv = tl.load(l + cols, mask=cmask, other=0.).to(g.dtype.element_ty).to(tl.float32)
     acc = tl.zeros((BD,), tl.float32)
     start = tl.program_id(1) * chunk
     for i in range(0, chunk, BN):
