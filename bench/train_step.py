@@ -204,6 +204,23 @@ def attach_peft(model, factory, bf16):
     return params, lambda: strip_peft(model), pm
 
 
+class StallWatch:
+    "Two host-side causes of step-to-step jitter, counted over a block: the caching allocator's retries (a cudaMalloc failed, cached blocks were freed, which synchronizes the device) and Python's garbage-collector pauses."
+    def __enter__(self):
+        self.gc_ms, self.gc_runs, self._t = 0.0, 0, None
+        gc.callbacks.append(self._cb)
+        self.retries0 = torch.cuda.memory_stats().get('num_alloc_retries', 0) if torch.cuda.is_available() else 0
+        return self
+
+    def _cb(self, phase, info):
+        if phase == 'start': self._t = time.perf_counter()
+        elif self._t is not None: self.gc_ms += (time.perf_counter() - self._t) * 1e3; self.gc_runs += 1; self._t = None
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._cb)
+        self.retries = (torch.cuda.memory_stats().get('num_alloc_retries', 0) if torch.cuda.is_available() else 0) - self.retries0
+
+
 def run_row(model, ids, args, device, variant, impl, setup):
     "Time one configuration; never raises (an error or OOM becomes the row's status)."
     row = dict(variant=variant, impl=impl)
@@ -215,7 +232,8 @@ def run_row(model, ids, args, device, variant, impl, setup):
         sync(device); row['init_s'] = time.perf_counter() - t0
         row['trainable'] = sum(p.numel() for p in params)
         row['adapter_dtype'] = str(params[0].dtype).removeprefix('torch.') if params else None
-        row['ms'], row['all_ms'], opt = time_steps(runner, ids, params, args.warmup, args.steps, device)
+        with StallWatch() as sw: row['ms'], row['all_ms'], opt = time_steps(runner, ids, params, args.warmup, args.steps, device)
+        row['alloc_retries'], row['gc_ms'], row['gc_runs'] = sw.retries, round(sw.gc_ms, 2), sw.gc_runs
         row['peak_gib'] = peak_gib(device); row['status'] = 'ok'
         if args.profile and (args.profile == 'all' or variant in args.profile.split(',')) and impl in args.profile_impls.split(','):
             row['profile'] = profile_step(runner, ids, opt, device)
@@ -232,7 +250,8 @@ def run_row(model, ids, args, device, variant, impl, setup):
         for p in model.parameters(): p.grad = None
     reset_mem(device)
     print(f"  {variant:7s} {impl:22s} {row.get('ms', float('nan')):9.2f} ms  {row.get('peak_gib', float('nan')):7.2f} GiB  "
-          f"init {row.get('init_s', float('nan')):6.2f} s  {row['status']}", flush=True)
+          f"init {row.get('init_s', float('nan')):6.2f} s  {row['status']}"
+          + (f"  (steps {min(row['all_ms']):.0f}–{max(row['all_ms']):.0f} ms, alloc retries {row['alloc_retries']}, gc {row['gc_runs']}× {row['gc_ms']:.1f} ms)" if 'alloc_retries' in row else ''), flush=True)
     return row
 
 
