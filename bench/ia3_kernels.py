@@ -64,7 +64,7 @@ for bd in (64, 128, 256):
     for bn in (16, 32, 64):
         for w in (4, 8):
             for p in (1024, 2048, 4096):
-                if bd * bn // (32 * w) >= 4: BWD.setdefault(f'BD{bd} BN{bn} w{w} {p}p', (bd, bn, w, p, False))
+                if (bd, bn, w, p, False) not in BWD.values(): BWD[f'BD{bd} BN{bn} w{w} {p}p'] = (bd, bn, w, p, False)
 FWD = {'torch t*l.to(dt) (2 launches)': fwd_torch,
        f'lora-lite kernels.scale (BLOCK{SCALE_BLOCK} w{SCALE_WARPS})': fwd_triton(SCALE_BLOCK, SCALE_WARPS)}
 for blk in (1024, 2048, 4096, 8192):

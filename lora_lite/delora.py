@@ -80,7 +80,7 @@ def _delora_init(layer, cfg):
         layer.lora_A0w.copy_(A0w); layer.lora_B0s.copy_(B0s)
 DeLoRA.init = _delora_init
 
-# %% ../nbs/12_delora.ipynb #3186f32c
+# %% ../nbs/12_delora.ipynb #7d05847c
 class DeLoRAProduct(torch.autograd.Function):
     "`y + (x·K_Aᵀ)·K_Bᵀ` (`x` 2-D, `y` any shape with the same rows) with DeLoRA's factors built from `A, B, λ` inside; into `y` itself with `inplace`; the backward is written out. With `W0`, `y` is the detached `F.linear(x, W0, b)` and `∂x` includes `g·W0` (the layer's whole backward)."
     @staticmethod
@@ -94,7 +94,7 @@ class DeLoRAProduct(torch.autograd.Function):
         if A0w is not None: KA, KB = torch.cat([A0w, KA - A0w]), torch.cat([KB - B0s, KB], 1)
         KA, KB = KA.to(x.dtype), KB.to(x.dtype)
         h = x @ KA.T
-        ctx.save_for_backward(x, h, KA, KB, A, B, w, R, p, s, W0)
+        ctx.save_for_backward(x, h, KA, KB, A, B, w, R, p, s, W0 if ctx.needs_input_grad[0] else None)
         ctx.r, ctx.paper, ctx.lam_shape = r, A0w is not None, lam.shape
         out = gemm_into(y, h, KB.T, inplace=inplace)
         if inplace: ctx.mark_dirty(y)

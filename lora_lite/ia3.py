@@ -13,7 +13,7 @@ from .kernels import fused_ok, scale, scale_grads, fused_and_eager
 # %% auto #0
 __all__ = ['MODES', 'FF_NAMES', 'ChannelScale', 'channel_scale', 'check_fused', 'ia3_side', 'IA3', 'plot_scales']
 
-# %% ../nbs/13_ia3.ipynb #c3080d17
+# %% ../nbs/13_ia3.ipynb #b95c6bb3
 def _plain(t: torch.Tensor) -> bool:
     "Not a `torch.func` wrapper (whose data a Triton kernel cannot read)."
     return not torch._C._functorch.is_functorch_wrapped_tensor(t)
@@ -59,11 +59,11 @@ class ChannelScale(torch.autograd.Function):
         return out
 
 def channel_scale(t: torch.Tensor, l: torch.Tensor, dt) -> torch.Tensor:
-    "`t ⊙ l.to(dt)`: through `ChannelScale` where its fused backward applies (`fused_ok`: a CUDA tensor, eager mode); elsewhere the plain product, which autograd differentiates with the same formulas."
+    "`t ⊙ l.to(dt)`: through `ChannelScale` where its fused kernels apply (`fused_ok`: a CUDA tensor in bf16/fp16/float32, eager mode); elsewhere the plain product, which autograd differentiates with the same formulas."
     if fused_ok(t): return ChannelScale.apply(t, l, dt)
     return t * l.to(dt)
 
-# %% ../nbs/13_ia3.ipynb #95f3ff27
+# %% ../nbs/13_ia3.ipynb #438a4e69
 def check_fused(device='cuda') -> str:
     "`ChannelScale` with its fused (Triton) forward and backward against its eager ones on `device`; raises on a mismatch."
     torch.manual_seed(0)
@@ -77,6 +77,9 @@ def check_fused(device='cuda') -> str:
             assert gt1.dtype == gt2.dtype == dt and gl1.dtype == gl2.dtype == torch.float32
             assert (gt1.float() - gt2.float()).abs().max() <= 2 * torch.finfo(dt).eps * gt2.float().abs().max(), ('grad t', dt, shape)
             assert (gl1 - gl2).abs().max() <= tol * gl2.abs().max(), ('grad l', dt, shape, (gl1 - gl2).abs().max())
+    t, l = torch.randn(4, 64, dtype=torch.bfloat16, device=device), torch.rand(64, device=device) + 0.5   # compute dtype not t's (autocast): the eager product
+    (o1, *g1), (o2, *g2) = fused_and_eager(lambda t, l, fused: ChannelScale.apply(t, l, torch.float32, fused), (t, l), torch.randn(4, 64, device=device))
+    assert o1.dtype == o2.dtype == torch.float32 and torch.equal(o1, o2) and all(torch.equal(a, b) for a, b in zip(g1, g2)), 'dt != t.dtype'
     return f'ChannelScale fused == eager on {device}'
 
 # %% ../nbs/13_ia3.ipynb #a8dda876

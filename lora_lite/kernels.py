@@ -8,11 +8,11 @@ import importlib.util
 import torch
 
 # %% auto #0
-__all__ = ['HAS_TRITON', 'BD', 'BN', 'SCALE_BLOCK', 'SCALE_WARPS', 'IA3_TILE', 'fused_ok', 'run_check', 'fused_and_eager',
-           'token_chunks', 'scale', 'scale_grads', 'check_scale_grads', 'pair_rotate', 'pair_rotate_grads',
-           'check_pair_rotate']
+__all__ = ['HAS_TRITON', 'KERNEL_DTYPES', 'BD', 'BN', 'SCALE_BLOCK', 'SCALE_WARPS', 'IA3_TILE', 'fused_ok', 'run_check',
+           'fused_and_eager', 'token_chunks', 'scale', 'scale_grads', 'check_scale_grads', 'pair_rotate',
+           'pair_rotate_grads', 'check_pair_rotate']
 
-# %% ../nbs/09_kernels.ipynb #5b5456df
+# %% ../nbs/09_kernels.ipynb #5773ae41
 HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 def _triton():
@@ -25,10 +25,17 @@ def _on_device(t: torch.Tensor):
     import contextlib
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
-# %% ../nbs/09_kernels.ipynb #85552f46
+KERNEL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+def _check_dtype(name: str, t: torch.Tensor):
+    if t.dtype not in KERNEL_DTYPES:
+        raise ValueError(f"{name} computes in float32, so it takes only {[str(d) for d in KERNEL_DTYPES]} activations, got {t.dtype}: "
+                         "for float64 use the eager formulas (the variants do: fused_ok is False for float64)")
+
+# %% ../nbs/09_kernels.ipynb #91a2cd5a
 def fused_ok(t: torch.Tensor) -> bool:
-    "True when the Triton kernels of this module apply to `t`: on CUDA, Triton importable, not being compiled."
-    return t.is_cuda and HAS_TRITON and not torch.compiler.is_compiling()
+    "True when the Triton kernels of this module apply to `t`: on CUDA, in a dtype they compute exactly (`KERNEL_DTYPES`: not float64), Triton importable, not being compiled."
+    return t.is_cuda and t.dtype in KERNEL_DTYPES and HAS_TRITON and not torch.compiler.is_compiling()
 
 # %% ../nbs/09_kernels.ipynb #7db74739
 def run_check(name: str, device: str | None = None) -> str:
@@ -61,7 +68,7 @@ def token_chunks(n: int, d: int, programs: int = 1024, bd: int = BD, bn: int = B
     chunk = max(bn, -(-(-(-n // want)) // bn) * bn)
     return chunk, -(-n // chunk)
 
-# %% ../nbs/09_kernels.ipynb #6b003e22
+# %% ../nbs/09_kernels.ipynb #dd154831
 def _rows(t: torch.Tensor) -> torch.Tensor:
     "`t` as a contiguous `(N, D)` matrix (a view when it already is one)."
     return t.reshape(-1, t.shape[-1]).contiguous()
@@ -72,6 +79,7 @@ IA3_TILE = dict(BD=128, BN=64, num_warps=4, programs=2048)
 def scale(t: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     "`t ⊙ l.to(t.dtype)` over the last dim in one pass; `l` of shape `(D,)`, any float dtype."
     if l.shape != t.shape[-1:]: raise ValueError(f"scale needs l of shape (D,) for t of shape (..., D): got {tuple(t.shape)}, {tuple(l.shape)}")
+    _check_dtype('scale', t)
     t2 = _rows(t)
     out = torch.empty_like(t2)
     if t2.numel():
@@ -82,6 +90,7 @@ def scale_grads(g: torch.Tensor, t: torch.Tensor, l: torch.Tensor) -> tuple[torc
     "`(g ⊙ l.to(g.dtype), Σ_tokens g ⊙ t)` in one pass: the first in `g`'s dtype and shape, the second `(D,)` float32. `l` any float dtype."
     if g.shape != t.shape or l.shape != g.shape[-1:]:
         raise ValueError(f"scale_grads needs g and t of one shape and l of shape (D,): got {tuple(g.shape)}, {tuple(t.shape)}, {tuple(l.shape)}")
+    _check_dtype('scale_grads', g)
     g2, t2 = _rows(g), _rows(t)
     n, d = g2.shape
     if n == 0: return torch.empty_like(g), torch.zeros(d, device=g.device, dtype=torch.float32)
@@ -122,7 +131,7 @@ def check_scale_grads(device='cuda') -> str:
     assert gt.shape == (2, 0, 64) and gl.tolist() == [0.0] * 64 and scale(g3[:, :0], torch.ones(64, device=device)).shape == (2, 0, 64)
     return f'scale_grads ok on {device}'
 
-# %% ../nbs/09_kernels.ipynb #d9d5267e
+# %% ../nbs/09_kernels.ipynb #6fcec4f7
 def _check_pairs(h, C, S):
     d = h.shape[-1]
     if d % 2 or C.shape != (d,) or S.shape != (d,):
@@ -130,7 +139,7 @@ def _check_pairs(h, C, S):
 
 def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
     "`C ⊙ h + S ⊙ swap(h)` over the last dim (even width), one read of `h`, one write; `C`, `S` `(D,)`."
-    _check_pairs(h, C, S)
+    _check_pairs(h, C, S); _check_dtype('pair_rotate', h)
     h2 = _rows(h)
     n, d = h2.shape
     if n == 0: return torch.empty_like(h)
@@ -141,7 +150,7 @@ def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tens
 
 def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, ...]:
     "`(∂h, Σ_tokens g ⊙ h, Σ_tokens swap(g) ⊙ h)` for `z = pair_rotate(h, C, S)`; the sums `(D,)` float32."
-    _check_pairs(h, C, S)
+    _check_pairs(h, C, S); _check_dtype('pair_rotate_grads', g)
     if g.shape != h.shape: raise ValueError(f"pair_rotate_grads needs g and h of one shape: got {tuple(g.shape)}, {tuple(h.shape)}")
     g2, h2 = _rows(g), _rows(h)
     n, d = g2.shape
