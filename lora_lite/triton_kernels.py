@@ -36,14 +36,20 @@ def _scale_grads_kernel(g, t, l, grad_t, partial, N, D, chunk, BN: tl.constexpr,
         acc += tl.sum(gv * tv, axis=0)
     tl.store(partial + tl.program_id(1) * D + cols, acc, mask=cmask)
 
-# %% ../nbs/08_triton_kernels.ipynb #5e683fbc
+# %% ../nbs/08_triton_kernels.ipynb #5b4f5209
+@triton.jit
+def _pair_coefficients(C, S, cols, cmask, P):
+    "`(C_j, C_{j+P}, S_j, S_{j+P})` for the features `cols` of the first half, in float32."
+    c1, c2 = tl.load(C + cols, mask=cmask, other=0.).to(tl.float32), tl.load(C + P + cols, mask=cmask, other=0.).to(tl.float32)
+    s1, s2 = tl.load(S + cols, mask=cmask, other=0.).to(tl.float32), tl.load(S + P + cols, mask=cmask, other=0.).to(tl.float32)
+    return c1, c2, s1, s2
+
 @triton.jit
 def _pair_rotate_kernel(h, C, S, z, N, P, chunk, BN: tl.constexpr, BD: tl.constexpr):
     D = 2 * P
     cols = tl.program_id(0) * BD + tl.arange(0, BD)
     cmask = cols < P
-    c1, c2 = tl.load(C + cols, mask=cmask, other=0.).to(tl.float32), tl.load(C + P + cols, mask=cmask, other=0.).to(tl.float32)
-    s1, s2 = tl.load(S + cols, mask=cmask, other=0.).to(tl.float32), tl.load(S + P + cols, mask=cmask, other=0.).to(tl.float32)
+    c1, c2, s1, s2 = _pair_coefficients(C, S, cols, cmask, P)
     start = tl.program_id(1) * chunk
     for i in range(0, chunk, BN):
         rows = start + i + tl.arange(0, BN)
@@ -59,8 +65,7 @@ def _pair_rotate_grads_kernel(g, h, C, S, grad_h, diag, anti, N, P, chunk, BN: t
     D = 2 * P
     cols = tl.program_id(0) * BD + tl.arange(0, BD)
     cmask = cols < P
-    c1, c2 = tl.load(C + cols, mask=cmask, other=0.).to(tl.float32), tl.load(C + P + cols, mask=cmask, other=0.).to(tl.float32)
-    s1, s2 = tl.load(S + cols, mask=cmask, other=0.).to(tl.float32), tl.load(S + P + cols, mask=cmask, other=0.).to(tl.float32)
+    c1, c2, s1, s2 = _pair_coefficients(C, S, cols, cmask, P)
     d1 = tl.zeros((BD,), tl.float32); d2 = tl.zeros((BD,), tl.float32)
     a1 = tl.zeros((BD,), tl.float32); a2 = tl.zeros((BD,), tl.float32)
     start = tl.program_id(1) * chunk
