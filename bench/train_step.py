@@ -90,7 +90,7 @@ def register_levers():
         name = '_bench_lora_autograd'
         @staticmethod
         def forward(layer, x, y):
-            from lora_lite.variant import add_product
+            from lora_lite.speed import add_product
             return add_product(layer, x, y, F.linear(x, cast(layer.lora_A, x)), cast(layer.lora_B, x).T, layer_cfg(layer).scale)
     return {'ll-addmm': '_bench_{}_addmm', 'll-autograd': '_bench_{}_autograd'}
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, is_quantized, dense_weight, effective_weight, probe_weight, writable_output, writable_tensor, first_order, gemm_into
+from .variant import Variant, ParamSpec, cast, layer_cfg, is_quantized, dense_weight, effective_weight, probe_weight
+from .speed import writable_output, writable_tensor, first_order, gemm_into
 from .lora import owns_backward
 
 # %% auto #0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, is_quantized, dense_weight, effective_weight, probe_weight, add_product, writable_tensor
+from .variant import Variant, ParamSpec, cast, layer_cfg, is_quantized, dense_weight, effective_weight, probe_weight
+from .speed import add_product, writable_tensor
 from .lora import owns_backward, LoRALinear
 from .ia3 import channel_scale
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, first_order, constants, CONSTANTS
+from .variant import Variant, ParamSpec, cast, layer_cfg
+from .speed import first_order, constants, CONSTANTS
 
 # %% auto #0
 __all__ = ['unit_scale', 'unit_backward', 'householder_vectors', 'hra_pairs', 'hra_columns', 'hra_factors', 'hra_transform',

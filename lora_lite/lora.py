@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
-from .variant import Variant, ParamSpec, cast, layer_cfg, add_product, gemm_into, writable_tensor, first_to_see_output
+from .variant import Variant, ParamSpec, cast, layer_cfg
+from .speed import add_product, gemm_into, writable_tensor, first_to_see_output
 
 # %% auto #0
 __all__ = ['LoRA', 'lora_delta', 'lora_add', 'owns_backward', 'LoRALinear', 'plot_loss_curves', 'plt_subplots']

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, first_order, constants, CONSTANTS
+from .variant import Variant, ParamSpec, cast, layer_cfg
+from .speed import first_order, constants, CONSTANTS
 
 # %% auto #0
 __all__ = ['oft_block_size', 'skew', 'cayley', 'cayley_parts', 'block_bmm', 'BlockRotation', 'neumann_rotation',

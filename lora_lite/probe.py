@@ -146,13 +146,11 @@ def load_base(model='smollm2', dtype='float32', quant=None, device='cpu', log=pr
 # %% ../nbs/30_probe.ipynb #5297ec60
 def discover_variants() -> tuple[list[str], dict[str, str]]:
     "Public registered variant names (`lora` first), importing each shipped variant module; and `{module: error}` for those that failed to import."
-    import lora_lite
-    from lora_lite.variant import _CORE_MODULES
+    from lora_lite.variant import SHIPPED
     broken = {}
-    for mod in pkgutil.iter_modules(lora_lite.__path__):
-        if mod.name.startswith('_') or mod.name in _CORE_MODULES: continue
-        try: importlib.import_module(f'lora_lite.{mod.name}')
-        except Exception as e: broken[mod.name] = f"import lora_lite.{mod.name} failed: {type(e).__name__}: {e}"
+    for name, mod in SHIPPED.items():
+        try: importlib.import_module(mod)
+        except Exception as e: broken[name] = f"import {mod} failed: {type(e).__name__}: {e}"
     names = sorted(n for n in VARIANTS if not n.startswith('_'))
     return sorted(names, key=lambda n: n != 'lora'), broken
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, first_order
+from .variant import Variant, ParamSpec, cast, layer_cfg
+from .speed import first_order
 from .kernels import fused_ok, pair_rotate, pair_rotate_grads, fused_and_eager
 
 # %% auto #0

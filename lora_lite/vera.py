@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .variant import Variant, ParamSpec, cast, layer_cfg, add_product
+from .variant import Variant, ParamSpec, cast, layer_cfg
+from .speed import add_product
 
 # %% auto #0
 __all__ = ['vera_shared', 'VeRA', 'vera_AB', 'vera_delta', 'vera_add', 'plot_vera_scales']

@@ -9,7 +9,8 @@
 """
 import importlib, pytest, torch
 import lora_lite as ll
-from lora_lite.variant import Variant, ParamSpec, cast, CONSTANTS
+from lora_lite.variant import Variant, ParamSpec, cast
+from lora_lite.speed import CONSTANTS
 from lora_lite.testing import tiny_qwen3, token_input, perturb_, max_diff
 
 ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
