@@ -34,12 +34,12 @@ def ia3_fn(y, l): return _Scale.apply(y, l)
 
 
 def ia3_ll(y, l):
-    from lora_lite.ia3 import ChannelScale  # what IA3 runs now: fused Triton backward on a GPU
+    from lora_lite.fast_ia3 import ChannelScale  # what IA3 runs now: fused Triton backward on a GPU
     return ChannelScale.apply(y, l, y.dtype)
 
 
 def road_ll(h, c, s):
-    from lora_lite.road import RoAdRotate  # what RoAd runs now: fused Triton forward and backward on a GPU
+    from lora_lite.fast_road import RoAdRotate  # what RoAd runs now: fused Triton forward and backward on a GPU
     return RoAdRotate.apply(h, c, s)
 
 

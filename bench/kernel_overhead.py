@@ -9,8 +9,8 @@ profile of one forward+backward of each.
 """
 import os, sys, time, statistics, torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lora_lite.ia3 import ChannelScale
-from lora_lite.road import RoAdRotate
+from lora_lite.fast_ia3 import ChannelScale
+from lora_lite.fast_road import RoAdRotate
 from lora_lite.kernels import scale_grads, pair_rotate, pair_rotate_grads
 
 
