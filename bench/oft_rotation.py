@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse, os, statistics, sys, time
 import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lora_lite.oft import BlockRotation, NeumannRotation, neumann_rotation, cayley_parts, _skew_index
+from lora_lite.fast_oft import BlockRotation, NeumannRotation, neumann_rotation, cayley_parts, _skew_index
 
 
 def peft_like(x, q, b, terms, exact):
