@@ -1,5 +1,6 @@
-"`lora-lite probe`: every variant on the tiny model, the failure exit code, the module and console entry points, and LoRA on real SmolLM2 weights."
-import json, shutil, subprocess, sys
+"`lora-lite probe`: every variant on the tiny model, the exit codes (1 a variant failed, 2 an input it cannot use, 130 interrupted), the output folder, the entry points, and LoRA on real SmolLM2 weights."
+import json, os, shutil, signal, subprocess, sys, time
+import torch
 import pytest
 import lora_lite as ll
 from lora_lite.variant import Variant, ParamSpec
@@ -55,9 +56,111 @@ def test_failing_checks_exit_nonzero(tmp_path):
     assert '| — |' in (tmp_path / 'probe.md').read_text()
 
 
-def test_unknown_variant_is_a_fail_row(tmp_path):
-    assert probe_main([*TINY, '--variants', 'no_such_variant', '--out', str(tmp_path)]) == 1
-    assert 'registered variants' in _rows(tmp_path)['no_such_variant']['error']
+def _input_error(args, capsys):
+    "Exit code 2, one line on stderr, nothing on stdout (no table)."
+    capsys.readouterr()
+    assert probe_main([*TINY, *args]) == 2
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and cap.out == '', (cap.out, cap.err)
+    return lines[0]
+
+
+def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
+    err = _input_error(['--variants', 'lora', 'no_such_variant', '--out', str(tmp_path / 'o')], capsys)
+    assert 'no_such_variant' in err and 'Known variants: ' in err and not (tmp_path / 'o').exists()
+
+
+def test_targets_matching_nothing(tmp_path, capsys):
+    err = _input_error(['--targets', 'q_proj$', 'query$', '--out', str(tmp_path / 'o')], capsys)
+    assert "'query$' matches no linear layer" in err and 'self_attn.q_proj' in err and not (tmp_path / 'o').exists()
+
+
+def test_alpha_zero_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: probe_main([*TINY, '--alpha', '0', '--out', str(tmp_path)])
+    assert e.value.code == 2 and '--alpha must be a positive' in capsys.readouterr().err
+
+
+def test_alpha_is_honoured(tmp_path):
+    assert probe_main([*TINY, '--variants', 'lora', '--steps', '2', '--alpha', '4', '--out', str(tmp_path / 'o')]) == 0
+    assert json.loads((tmp_path / 'o' / 'probe.json').read_text())['settings']['alpha'] == 4
+
+
+def _with_tokenizer(model, path):
+    "Save `model` with SmolLM2's tokenizer (vocabulary 49152), as a real checkpoint folder would be."
+    import transformers
+    from lora_lite.models import smollm2_folder
+    model.save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(smollm2_folder()).save_pretrained(path)
+    return str(path)
+
+
+def _bert(head):
+    import transformers
+    cfg = transformers.BertConfig(vocab_size=49152, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    return (transformers.BertForMaskedLM if head else transformers.BertModel)(cfg)
+
+
+def test_models_it_cannot_judge(tmp_path, capsys):
+    "A BERT without a head (head initialised at load), a BERT with an MLM head (not causal), a random Qwen3 folder (loss not below uniform)."
+    from lora_lite.testing import tiny_qwen3
+    cases = {'initialised': _with_tokenizer(_bert(False), tmp_path / 'bert'),
+             'not causal': _with_tokenizer(_bert(True), tmp_path / 'mlm'),
+             'not below the uniform guess': _with_tokenizer(tiny_qwen3(seed=0, vocab_size=49152), tmp_path / 'random')}
+    for why, folder in cases.items():
+        err = _input_error(['--model', folder, '--targets', 'query$|q_proj$', '--out', str(tmp_path / 'o')], capsys)
+        assert 'cannot be judged' in err and why in err, err
+        assert not (tmp_path / 'o').exists()
+
+
+def test_out_holds_one_run(tmp_path):
+    "A second run replaces the folder whole; a folder with other files is refused; no staging folder is left."
+    out = tmp_path / 'probe_out'
+    assert probe_main([*TINY, '--variants', 'lora', 'dora', '--steps', '2', '--out', str(out)]) == 0
+    assert probe_main([*TINY, '--variants', 'ia3', '--steps', '2', '--out', str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ['ia3.safetensors', 'probe.json', 'probe.md', 'probe_loss.png']
+    assert list(_rows(out)) == ['ia3'] and sorted(p.name for p in tmp_path.iterdir()) == ['probe_out']
+    (out / 'notes.txt').write_text('mine')
+    assert probe_main([*TINY, '--variants', 'lora', '--out', str(out)]) == 2
+    assert (out / 'notes.txt').exists() and (out / 'ia3.safetensors').exists()
+
+
+def test_ctrl_c_leaves_the_previous_run(tmp_path):
+    "SIGINT while the second run trains: exit 130, the folder still holds the first run exactly, no staging folder left."
+    out = tmp_path / 'probe_out'
+    assert probe_main([*TINY, '--variants', 'ia3', '--steps', '2', '--out', str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    cmd = [sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', 'dora', 'vera', '--steps', '100000', '--out', str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
+    t0 = time.time()
+    while not list(tmp_path.glob('.probe_out.partial-*')) and time.time() - t0 < 120: time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert 'left as it was' in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['probe_out']
+
+
+def test_folder_without_tokenizer(tmp_path, capsys):
+    "transformers builds an empty tokenizer for a folder without tokenizer files: refused, not probed on nothing."
+    from lora_lite.testing import tiny_qwen3
+    tiny_qwen3(seed=0).save_pretrained(tmp_path / 'm')
+    assert 'distinct tokens' in _input_error(['--model', str(tmp_path / 'm'), '--out', str(tmp_path / 'o')], capsys)
+
+
+def test_bad_out_device_config(tmp_path, capsys):
+    "Each a clear line and exit 2 (not 1, the code of a failed variant)."
+    a_file, bad = tmp_path / 'a_file', tmp_path / 'bad'
+    a_file.write_text('x')
+    bad.mkdir()
+    (bad / 'config.json').write_text('[1, 2')
+    assert 'is a file' in _input_error(['--out', str(a_file)], capsys)
+    assert 'cannot write there' in _input_error(['--out', str(a_file / 'sub')], capsys)
+    assert 'config.json' in _input_error(['--model', str(bad), '--out', str(tmp_path / 'o')], capsys)
+    if not torch.cuda.is_available():
+        assert 'no CUDA GPU' in _input_error(['--device', 'cuda', '--out', str(tmp_path / 'o')], capsys)
 
 
 def test_python_dash_m(tmp_path):
@@ -72,6 +175,24 @@ def test_console_script_help():
     assert exe, "the lora-lite console script is not installed: pip install -e ."
     r = subprocess.run([exe, 'probe', '--help'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and '--load-in-4bit' in r.stdout and '--variants' in r.stdout
+    assert all(n in r.stdout for n in ('lora', 'dora', 'pissa', 'svd_basis', 'eva')), r.stdout
+
+
+def test_help_lists_variants_without_importing_them():
+    code = ("import sys\nfrom lora_lite.cli import main\ntry: main(['probe', '--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m in ('triton', 'lora_lite.dora', 'lora_lite.kernels')))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and 'dora' in r.stdout and r.stdout.strip().endswith('[]'), r.stdout[-500:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize('policy', [None, 'ACTIVE'])
+def test_console_script_sets_passive_threads(tmp_path, policy):
+    "The console script runs the probe with OMP_WAIT_POLICY=PASSIVE unless the user set it."
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'} | ({'OMP_WAIT_POLICY': policy} if policy else {})
+    r = subprocess.run([shutil.which('lora-lite'), 'probe', *TINY, '--variants', 'ia3', '--steps', '1', '--out', str(tmp_path / 'o')],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / 'o' / 'probe.json').read_text())['settings']['omp_wait_policy'] == (policy or 'PASSIVE')
 
 
 def test_smollm2_lora(tmp_path):
