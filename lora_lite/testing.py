@@ -251,7 +251,9 @@ def fast_and_reference(make_model, cfg, inp, calibration=None, seed=0) -> dict:
         runs[impl] = (out.detach(), grads)
     return runs
 
-def _rel(a, b) -> float: return max_diff(a, b) / max(1.0, b.float().abs().max().item())
+def _rel(a, b) -> float:
+    "Largest `|a - b|` relative to `max(1, max |b|)`, computed in float64 (float32 would hide float64 differences)."
+    return (a.double() - b.double()).abs().max().item() / max(1.0, b.double().abs().max().item())
 
 # %% ../nbs/04_testing.ipynb #ccc3d8e1
 def check_fast(make_model, cfg, inp, atol=1e-10, calibration=None) -> float:
