@@ -101,8 +101,7 @@ def test_3_attached_model_pickles(variant, kw, tmp_path):
 
 # --- 5. load_state_dict of an attached model's own state reproduces its outputs, for every variant -----------
 
-OWNED_ELSEWHERE = {'pissa': 'PiSSA rebuilds W_res from the fresh model (pissa helper, issue 16 item 5)',
-                   'dora': "DoRA's lora_wnorm2 is not in the state (dora helper, issue 16 item 5)"}
+OWNED_ELSEWHERE = {'pissa': 'PiSSA rebuilds W_res from the fresh model (pissa helper, issue 16 item 5)'}
 
 @pytest.mark.parametrize('variant', [pytest.param(v, marks=pytest.mark.xfail(strict=True, reason=OWNED_ELSEWHERE[v]))
                                      if v in OWNED_ELSEWHERE else v for v in sorted(SHIPPED)])
