@@ -17,7 +17,8 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+probe_requirements = shlex.split(cfg.get('probe_requirements', ''))   # the probe, lora_lite.models, lora_lite.trainer
+dev_requirements = probe_requirements + shlex.split(cfg.get('dev_requirements', ''))   # + tests, notebooks, Triton
 lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 console_scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
@@ -35,7 +36,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'lora_lite': ['data/*.txt']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'probe': probe_requirements, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -12,9 +12,14 @@ def test_readme_has_samples():
 
 def test_readme_samples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    for f in ("/tmp/adapter.safetensors", "/tmp/dora_smollm2.safetensors"):
+        if os.path.exists(f): os.remove(f)
     ns = {}
     for i, block in enumerate(python_blocks()):
         if "is_linear_like(layer) and matches" in block: continue  # the pseudocode block
         if "path/to/" in block: continue  # illustrations that need the user's own checkpoint folder
         exec(compile(block, f"README block {i}", "exec"), ns)
     assert ns["targets"] and os.path.exists("/tmp/adapter.safetensors")
+    assert os.path.exists("/tmp/dora_smollm2.safetensors")                       # DoRA class on SmolLM2
+    assert os.path.exists("ll_trainer/checkpoint-2/adapter.safetensors")         # LoraLiteTrainer's checkpoints
+    assert not list(pathlib.Path("ll_trainer").glob("checkpoint-*/model*.safetensors"))
