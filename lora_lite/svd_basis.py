@@ -10,20 +10,32 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
 
 # %% auto #0
-__all__ = ['ROTATE', 'cayley', 'SVDBasis', 'svd_basis_delta', 'plot_spectrum']
+__all__ = ['ROTATE', 'skew', 'cayley', 'rotates', 'SVDBasis', 'svd_basis_delta', 'plot_spectrum']
 
 # %% ../nbs/19_svd_basis.ipynb #c29ebda6
 from .variant import effective_weight
 
+# %% ../nbs/19_svd_basis.ipynb #1e8657c1
+def skew(q: torch.Tensor, r: int) -> torch.Tensor:
+    "The skew-symmetric `(r, r)` matrix whose strictly upper entries, row by row, are `q (r(r-1)/2,)`."
+    i, j = torch.triu_indices(r, r, 1, device=q.device)
+    upper = q.new_zeros(r, r)
+    upper[i, j] = q
+    return upper - upper.T
+
 # %% ../nbs/19_svd_basis.ipynb #d298696f
-def cayley(Q: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
-    "Rotation `(I - K)⁻¹(I + K)` from the skew part `K = Q - Qᵀ` of `Q`, in float32."
-    Q, eye = Q.float(), eye.float()
-    K = Q - Q.T
+def cayley(q: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
+    "Rotation `(I - K)⁻¹(I + K)` for `K = skew(q)`, in float32 (at least)."
+    eye = eye.to(torch.promote_types(q.dtype, torch.float32))
+    K = skew(q.to(eye.dtype), len(eye))
     return torch.linalg.solve(eye - K, eye + K)
 
 # %% ../nbs/19_svd_basis.ipynb #134544af
 ROTATE = ('input', 'output', 'both', 'none')
+
+def rotates(cfg, side: str) -> bool:
+    "True when the config rotates `side` ('input' or 'output') with at least one free angle (`r >= 2`)."
+    return cfg.opt('rotate') in (side, 'both') and cfg.r >= 2
 
 class SVDBasis(Variant):
     "`W_res + U_r diag(S_r + dS) R V_rᵀ`: singular values and a Cayley rotation in the weight's top-r SVD basis."
@@ -39,13 +51,13 @@ class SVDBasis(Variant):
 
     @staticmethod
     def param_specs(d_in, d_out, cfg):
-        r, rot = cfg.r, cfg.opt('rotate')
+        r, n_free = cfg.r, cfg.r * (cfg.r - 1) // 2
         frozen = dict(init='empty', trainable=False)
         specs = {'lora_U': ParamSpec((d_out, r), **frozen), 'lora_S': ParamSpec((r,), **frozen),
                  'lora_Vh': ParamSpec((r, d_in), **frozen), 'lora_dS': ParamSpec((r,))}
-        if rot in ('input', 'both'): specs['lora_Qv'] = ParamSpec((r, r))
-        if rot in ('output', 'both'): specs['lora_Qu'] = ParamSpec((r, r))
-        if rot != 'none': specs['lora_eye'] = ParamSpec((r, r), persistent=False, **frozen)
+        if rotates(cfg, 'input'): specs['lora_Qv'] = ParamSpec((n_free,))
+        if rotates(cfg, 'output'): specs['lora_Qu'] = ParamSpec((n_free,))
+        if 'lora_Qv' in specs or 'lora_Qu' in specs: specs['lora_eye'] = ParamSpec((r, r), persistent=False, **frozen)
         return specs
 
 # %% ../nbs/19_svd_basis.ipynb #4a662756
@@ -73,12 +85,11 @@ def svd_basis_delta(layer, x, basis=None):
     "The output change `U_r[(S+dS) ⊙ R_U R_V z - S ⊙ z]`, `z = V_rᵀ x`, of a layer carrying svd_basis tensors."
     cfg = layer_cfg(layer)
     if cfg.dropout and layer.training: x = F.dropout(x, cfg.dropout)
-    rot = cfg.opt('rotate')
     U, S, Vh = basis or (cast(layer.lora_U, x), cast(layer.lora_S, x), cast(layer.lora_Vh, x))
     z = F.linear(x, Vh)
-    h = F.linear(z, cast(cayley(layer.lora_Qv, layer.lora_eye), x)) if rot in ('input', 'both') else z
+    h = F.linear(z, cast(cayley(layer.lora_Qv, layer.lora_eye), x)) if rotates(cfg, 'input') else z
     h = h * (S + cast(layer.lora_dS, x))
-    if rot in ('output', 'both'): h = F.linear(h, cast(cayley(layer.lora_Qu, layer.lora_eye), x))
+    if rotates(cfg, 'output'): h = F.linear(h, cast(cayley(layer.lora_Qu, layer.lora_eye), x))
     return F.linear(h - S * z, U)
 
 @staticmethod
