@@ -16,7 +16,10 @@ __all__ = ['FAST', 'SHIPPED_FAST', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast'
 
 # %% ../nbs/06_speed.ipynb #e6c5dd42
 FAST: dict[type, dict] = {}
-SHIPPED_FAST: dict[str, str] = {}   # shipped variant name -> module holding its fast path
+SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', 'eva': 'lora_lite.fast_lora',
+                'dora': 'lora_lite.fast_dora', 'delora': 'lora_lite.fast_delora', 'ia3': 'lora_lite.fast_ia3',
+                'road': 'lora_lite.fast_road', 'hra': 'lora_lite.fast_hra', 'oft': 'lora_lite.fast_oft',
+                'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None) -> type:
     "Register fast `forward`/`forward_input` functions for exactly the variant class `V` (never its subclasses)."
