@@ -164,10 +164,13 @@ def test_bad_out_device_config(tmp_path, capsys):
 
 
 def test_python_dash_m(tmp_path):
+    "Also sets OMP_WAIT_POLICY=PASSIVE (by re-executing itself) when the user did not set it."
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
     r = subprocess.run([sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', '--steps', '2', '--out', str(tmp_path)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert '| lora | 2 |' in r.stdout and 'PASS' in r.stdout
+    assert json.loads((tmp_path / 'probe.json').read_text())['settings']['omp_wait_policy'] == 'PASSIVE'
 
 
 def test_console_script_help():
