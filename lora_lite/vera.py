@@ -11,14 +11,16 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
 
 # %% auto #0
-__all__ = ['MAX_RANK', 'vera_shared', 'VeRA', 'vera_delta', 'plot_vera_scales']
+__all__ = ['VERA_INITS', 'MAX_RANK', 'vera_shared', 'VeRA', 'vera_delta', 'plot_vera_scales']
 
 # %% ../nbs/16_vera.ipynb #3a39c815
-def vera_shared(r: int, d_in: int, d_out: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "The frozen `A (r, d_in)` and `B (d_out, r)` for `seed`: Kaiming-uniform, float32, CPU."
-    g = torch.Generator().manual_seed(seed)
-    A = nn.init.kaiming_uniform_(torch.empty(r, d_in), a=5 ** 0.5, generator=g)
-    B = nn.init.kaiming_uniform_(torch.empty(d_out, r), a=5 ** 0.5, generator=g)
+VERA_INITS = {'linear': 5 ** 0.5, 'peft': 0.0}
+
+def vera_shared(r: int, d_in: int, d_out: int, seed: int, init: str = 'linear') -> tuple[torch.Tensor, torch.Tensor]:
+    "The frozen `A (r, d_in)` and `B (d_out, r)` for `seed`: Kaiming-uniform with `init`'s gain, float32, CPU."
+    g, a = torch.Generator().manual_seed(seed), VERA_INITS[init]
+    A = nn.init.kaiming_uniform_(torch.empty(r, d_in), a=a, generator=g)
+    B = nn.init.kaiming_uniform_(torch.empty(d_out, r), a=a, generator=g)
     return A, B
 
 # %% ../nbs/16_vera.ipynb #046efbf4
@@ -36,7 +38,7 @@ MAX_RANK = 2 ** 16
 class VeRA(Variant):
     "Shared frozen random `A`, `B`; per target `y + λ_b ⊙ B(λ_d ⊙ A x)` with trainable `λ_b` (zeros) and `λ_d`."
     name = 'vera'
-    options = {'seed': 0, 'd_initial': 0.1}
+    options = {'seed': 0, 'd_initial': 0.1, 'init': 'linear'}
 
     @classmethod
     def check_options(cls, opts):
@@ -47,6 +49,9 @@ class VeRA(Variant):
         if not (_is_finite_number(o['d_initial']) and o['d_initial'] != 0):
             raise ValueError(f"vera option d_initial must be a finite nonzero number (with d = 0 nothing gets a "
                              f"gradient; NaN or inf would poison every output), got {short(o['d_initial'])}")
+        if not (isinstance(o['init'], str) and o['init'] in VERA_INITS):
+            raise ValueError(f"vera option init must be one of {tuple(VERA_INITS)} (the Kaiming gain of the shared "
+                             f"A, B: nn.Linear's default or PEFT's, √6 larger), got {short(o['init'])}")
         return o
 
     @staticmethod
@@ -60,7 +65,8 @@ class VeRA(Variant):
 @staticmethod
 def _vera_group_init(model, targets, cfg, calibration_data):
     ls = list(targets.values())
-    A, B = vera_shared(cfg.r, max(l.in_features for l in ls), max(l.out_features for l in ls), cfg.opt('seed'))
+    d_in, d_out = max(l.in_features for l in ls), max(l.out_features for l in ls)
+    A, B = vera_shared(cfg.r, d_in, d_out, cfg.opt('seed'), cfg.opt('init'))
     pool = {}
     for l in ls:
         k = (cfg.torch_dtype, l.lora_lambda_b.device)
