@@ -10,7 +10,7 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast
 
 # %% auto #0
-__all__ = ['MODES', 'FF_NAMES', 'ia3_side', 'check_ia3_options', 'set_sides', 'IA3', 'plot_scales']
+__all__ = ['MODES', 'FF_NAMES', 'KV_NAMES', 'IA3_TARGETS', 'ia3_side', 'check_ia3_options', 'set_sides', 'IA3', 'plot_scales']
 
 # %% ../nbs/13_ia3.ipynb #12c87746
 MODES = ('auto', 'output', 'input')
@@ -21,6 +21,10 @@ def ia3_side(name: str, cfg) -> str:
     mode = cfg.opt('mode')
     if mode != 'auto': return mode
     return 'input' if re.search(cfg.opt('ff_names'), name) else 'output'
+
+# %% ../nbs/13_ia3.ipynb #39e05199
+KV_NAMES = r'(^|\.)(k_proj|v_proj|key|value|k|v|key_proj|value_proj)$'
+IA3_TARGETS = (KV_NAMES, FF_NAMES)
 
 # %% ../nbs/13_ia3.ipynb #569b58bb
 def check_ia3_options(opts: dict) -> dict:
@@ -47,6 +51,7 @@ class IA3(Variant):
     "`y ⊙ l` (output side) or `W(x ⊙ l)` (input side: feed-forward down projections under `mode='auto'`)."
     name = 'ia3'
     options = {'mode': 'auto', 'ff_names': FF_NAMES}
+    default_targets = IA3_TARGETS
 
     @staticmethod
     def forward(layer, x, y): return y * cast(layer.lora_l, x)
