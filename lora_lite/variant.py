@@ -84,8 +84,9 @@ def check_finite(variant: str, defaults: dict, opts: dict) -> dict:
 
 # %% ../nbs/01_variant.ipynb #4e2aa923
 def _redefines(old: type, new: type) -> bool:
-    "True when `new` is `old` defined again: same qualified name, in the same module or in a notebook/script (`__main__`)."
-    return old.__qualname__ == new.__qualname__ and new.__module__ in (old.__module__, '__main__')
+    "True when `new` is `old` defined again: same qualified name, in the same module, or one of them in a notebook (`__main__`)."
+    mods = {old.__module__, new.__module__}
+    return old.__qualname__ == new.__qualname__ and (len(mods) == 1 or '__main__' in mods)
 
 class Variant:
     "Base class: subclass it, set `name`, define `param_specs` and `forward` and/or `forward_input`."
