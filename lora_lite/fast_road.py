@@ -8,23 +8,24 @@ import torch
 from .variant import cast
 from .speed import first_order, register_fast
 from .kernels import fused_ok, pair_rotate, pair_rotate_grads, fused_and_eager
-from .road import RoAd, road_cs
+from .road import RoAd, road_cs, road_group, in_groups
 
 # %% auto #0
 __all__ = ['swap_halves', 'road_vectors', 'token_dot', 'coeff_grads', 'RoAdRotate', 'check_fused', 'road_fast_forward']
 
 # %% ../nbs/64_fast_road.ipynb #a91ebac1
-def swap_halves(t: torch.Tensor) -> torch.Tensor:
-    "`t` with the two halves of its last dim exchanged: `(t1, t2) -> (t2, t1)`, one contiguous copy."
-    t1, t2 = t.chunk(2, -1)
-    return torch.cat((t2, t1), -1)
+def swap_halves(t: torch.Tensor, group: int | None = None) -> torch.Tensor:
+    "`t` with the two halves of each group of its last dim exchanged: `(t1, t2) -> (t2, t1)`, one contiguous copy."
+    t1, t2 = t.unflatten(-1, (-1, group or t.shape[-1])).chunk(2, -1)
+    return torch.cat((t2, t1), -1).flatten(-2)
 
-def road_vectors(c, s, d: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per-output `C = (c1; c2)`, `S = (−s1; s2)`, each `(d,)` in `dtype`: `z = C·h + S·swap(h)`."
-    c, s = c.to(dtype), s.to(dtype)
-    if c.shape[0] * 2 == d: return torch.cat((c, c)), torch.cat((-s, s))
-    s1, s2 = s.chunk(2)
-    return c, torch.cat((-s1, s2))
+def road_vectors(c, s, d: int, dtype, group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per-output `C = (c1; c2)`, `S = (−s1; s2)` per group, each `(d,)` in `dtype`: `z = C·h + S·swap(h)`."
+    n = d // (group or d)
+    c, s = in_groups(c.to(dtype), n), in_groups(s.to(dtype), n)
+    if c.shape[-1] * 2 * n == d: return torch.cat((c, c), -1).flatten(), torch.cat((-s, s), -1).flatten()
+    s1, s2 = s.chunk(2, -1)
+    return c.flatten(), torch.cat((-s1, s2), -1).flatten()
 
 # %% ../nbs/64_fast_road.ipynb #4045ef34
 def token_dot(a, b) -> torch.Tensor:
@@ -32,38 +33,40 @@ def token_dot(a, b) -> torch.Tensor:
     acc = torch.float64 if a.dtype == torch.float64 else torch.float32
     return (a.reshape(-1, a.shape[-1]) * b.reshape(-1, b.shape[-1])).sum(0, dtype=acc)
 
-def coeff_grads(diag, anti, per_pair: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(∂c, ∂s)` from the token sums `diag = (M11; M22)`, `anti = (M21; M12)`; halves added for RoAd_1."
-    p = diag.shape[0] // 2
-    if per_pair: return diag[:p] + diag[p:], anti[:p] - anti[p:]
-    return diag, torch.cat((-anti[p:], anti[:p]))
+def coeff_grads(diag, anti, per_pair: bool, group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(∂c, ∂s)` from the token sums `diag = (M11; M22)`, `anti = (M21; M12)` per group; halves added for RoAd_1."
+    dg, ag = (t.unflatten(-1, (-1, group or t.shape[-1])) for t in (diag, anti))
+    p = dg.shape[-1] // 2
+    if per_pair: return (dg[:, :p] + dg[:, p:]).flatten(), (ag[:, :p] - ag[:, p:]).flatten()
+    return diag, torch.cat((-ag[:, p:], ag[:, :p]), -1).flatten()
 
 # %% ../nbs/64_fast_road.ipynb #05775ae7
 class RoAdRotate(torch.autograd.Function):
-    "`z = C·h + S·swap(h)` with the backward derived above; `c`, `s` as from `road_cs`. `fused`: None asks `fused_ok`."
+    "`z = C·h + S·swap(h)` with the backward derived above; `c`, `s` as from `road_cs`, pairs inside groups of `group`."
     @staticmethod
-    def forward(ctx, h, c, s, fused=None):
-        C, S = road_vectors(c, s, h.shape[-1], h.dtype)
+    def forward(ctx, h, c, s, fused=None, group=None):
+        C, S = road_vectors(c, s, h.shape[-1], h.dtype, group)
         ctx.save_for_backward(h, C, S)
-        ctx.per_pair, ctx.fused = c.shape[0] * 2 == h.shape[-1], fused
-        if fused_ok(h) if fused is None else fused: return pair_rotate(h, C, S)
-        return torch.addcmul(h * C, swap_halves(h), S)
+        ctx.per_pair, ctx.fused, ctx.group = c.shape[0] * 2 == h.shape[-1], fused, group
+        if fused_ok(h) if fused is None else fused: return pair_rotate(h, C, S, group)
+        return torch.addcmul(h * C, swap_halves(h, group), S)
 
     @staticmethod
     @first_order
     def backward(ctx, g):
         h, C, S = ctx.saved_tensors
+        G = ctx.group
         grad_h = grad_c = grad_s = None
         want_coeffs = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         if (fused_ok(g) if ctx.fused is None else ctx.fused) and g.dtype == h.dtype:
-            gh, diag, anti = pair_rotate_grads(g, h, C, S)  # one pass: (∂h, (M11; M22), (M21; M12))
+            gh, diag, anti = pair_rotate_grads(g, h, C, S, G)  # one pass: (∂h, (M11; M22), (M21; M12))
             if ctx.needs_input_grad[0]: grad_h = gh
         else:
-            sg = swap_halves(g)
-            if ctx.needs_input_grad[0]: grad_h = torch.addcmul(g * C, sg, swap_halves(S))
+            sg = swap_halves(g, G)
+            if ctx.needs_input_grad[0]: grad_h = torch.addcmul(g * C, sg, swap_halves(S, G))
             if want_coeffs: diag, anti = token_dot(g, h), token_dot(sg, h)  # (M11; M22), (M21; M12)
-        if want_coeffs: grad_c, grad_s = coeff_grads(diag, anti, ctx.per_pair)
-        return grad_h, grad_c, grad_s, None
+        if want_coeffs: grad_c, grad_s = coeff_grads(diag, anti, ctx.per_pair, G)
+        return grad_h, grad_c, grad_s, None, None
 
 # %% ../nbs/64_fast_road.ipynb #107132b4
 def check_fused(device='cuda') -> str:
@@ -71,21 +74,21 @@ def check_fused(device='cuda') -> str:
     torch.manual_seed(0)
     for dt in (torch.bfloat16, torch.float32):
         tol = 2e-2 if dt == torch.bfloat16 else 1e-5
-        for shape in ((3, 37, 130), (260, 64)):
+        for shape, G in (((3, 37, 130), None), ((3, 37, 130), 10), ((260, 64), None), ((260, 64), 16)):
             d = shape[-1]
             for n in (d // 2, d):                                   # RoAd_1, RoAd_2/4 coefficient lengths
                 h, g = torch.randn(*shape, dtype=dt, device=device), torch.randn(*shape, dtype=dt, device=device)
                 c, s = 1 + 0.3 * torch.randn(n, device=device), 0.3 * torch.randn(n, device=device)
-                runs = fused_and_eager(RoAdRotate.apply, (h, c, s), g)
+                runs = fused_and_eager(lambda *t: RoAdRotate.apply(*t[:3], t[3], G), (h, c, s), g)
                 for name, a, b in zip(('z', 'grad h', 'grad c', 'grad s'), *runs):
                     assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape)
-                    assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max(), (name, dt, shape, n)
+                    assert (a.float() - b.float()).abs().max() <= tol * b.float().abs().max(), (name, dt, shape, G, n)
     return f'RoAdRotate fused == eager on {device}'
 
 # %% ../nbs/64_fast_road.ipynb #1a5eb11e
 def road_fast_forward(layer, x, y):
     "RoAd's output hook through `RoAdRotate`."
     c, s = road_cs(layer)
-    return RoAdRotate.apply(cast(y, x), c, s)
+    return RoAdRotate.apply(cast(y, x), c, s, None, road_group(layer))
 
 register_fast(RoAd, forward=road_fast_forward)

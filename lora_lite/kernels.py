@@ -132,25 +132,30 @@ def check_scale_grads(device='cuda') -> str:
     return f'scale_grads ok on {device}'
 
 # %% ../nbs/09_kernels.ipynb #6fcec4f7
-def _check_pairs(h, C, S):
+def _check_pairs(h, C, S, group=None) -> int:
+    "The half group size `G/2` (`G = group or D`); raises on shapes or groups that cannot be paired."
     d = h.shape[-1]
     if d % 2 or C.shape != (d,) or S.shape != (d,):
         raise ValueError(f"pair_rotate needs an even last dim D and C, S of shape (D,): got h {tuple(h.shape)}, C {tuple(C.shape)}, S {tuple(S.shape)}")
+    G = d if group is None else group
+    if isinstance(G, bool) or not isinstance(G, int) or G < 2 or G % 2 or d % G:
+        raise ValueError(f"pair_rotate needs group (features per group) to be an even int dividing D={d}, or None; got {group!r}")
+    return G // 2
 
-def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
-    "`C ⊙ h + S ⊙ swap(h)` over the last dim (even width), one read of `h`, one write; `C`, `S` `(D,)`."
-    _check_pairs(h, C, S); _check_dtype('pair_rotate', h)
+def pair_rotate(h: torch.Tensor, C: torch.Tensor, S: torch.Tensor, group: int | None = None) -> torch.Tensor:
+    "`C ⊙ h + S ⊙ swap(h)` over the last dim (`swap` inside groups of `group`, default the whole row); `C`, `S` `(D,)`."
+    hg = _check_pairs(h, C, S, group); _check_dtype('pair_rotate', h)
     h2 = _rows(h)
     n, d = h2.shape
     if n == 0: return torch.empty_like(h)
     chunk, k = token_chunks(n, d // 2)
     z = torch.empty_like(h2)
-    with _on_device(h): _triton()._pair_rotate_kernel[(-(-(d // 2) // BD), k)](h2, C.contiguous(), S.contiguous(), z, n, d // 2, chunk, BN=BN, BD=BD)
+    with _on_device(h): _triton()._pair_rotate_kernel[(-(-(d // 2) // BD), k)](h2, C.contiguous(), S.contiguous(), z, n, d // 2, hg, chunk, BN=BN, BD=BD)
     return z.view(h.shape)
 
-def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    "`(∂h, Σ_tokens g ⊙ h, Σ_tokens swap(g) ⊙ h)` for `z = pair_rotate(h, C, S)`; the sums `(D,)` float32."
-    _check_pairs(h, C, S); _check_dtype('pair_rotate_grads', g)
+def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torch.Tensor, group: int | None = None) -> tuple[torch.Tensor, ...]:
+    "`(∂h, Σ_tokens g ⊙ h, Σ_tokens swap(g) ⊙ h)` for `z = pair_rotate(h, C, S, group)`; the sums `(D,)` float32."
+    hg = _check_pairs(h, C, S, group); _check_dtype('pair_rotate_grads', g)
     if g.shape != h.shape: raise ValueError(f"pair_rotate_grads needs g and h of one shape: got {tuple(g.shape)}, {tuple(h.shape)}")
     g2, h2 = _rows(g), _rows(h)
     n, d = g2.shape
@@ -158,37 +163,42 @@ def pair_rotate_grads(g: torch.Tensor, h: torch.Tensor, C: torch.Tensor, S: torc
     chunk, k = token_chunks(n, d // 2)
     grad_h = torch.empty_like(g2)
     diag, anti = (torch.empty(k, d, device=g.device, dtype=torch.float32) for _ in range(2))
-    with _on_device(g): _triton()._pair_rotate_grads_kernel[(-(-(d // 2) // BD), k)](g2, h2, C.contiguous(), S.contiguous(), grad_h, diag, anti, n, d // 2, chunk, BN=BN, BD=BD)
+    with _on_device(g): _triton()._pair_rotate_grads_kernel[(-(-(d // 2) // BD), k)](g2, h2, C.contiguous(), S.contiguous(), grad_h, diag, anti, n, d // 2, hg, chunk, BN=BN, BD=BD)
     return grad_h.view(g.shape), diag.sum(0), anti.sum(0)
 
 # %% ../nbs/09_kernels.ipynb #f3c45b58
-def _rotate_reference(h, C, S):
+def _swap_perm(d: int, group=None, device=None) -> torch.Tensor:
+    "Column permutation exchanging the halves of each group of `group` features (default: the whole row)."
+    half = (group or d) // 2
+    j = torch.arange(d, device=device)
+    return j + torch.where(j % (2 * half) < half, half, -half)
+
+def _rotate_reference(h, C, S, group=None):
     "The definition, with `swap` as a column permutation (for the checks)."
-    p = h.shape[-1] // 2
-    perm = torch.cat((torch.arange(p, 2 * p, device=h.device), torch.arange(p, device=h.device)))
-    return C * h + S * h[..., perm]
+    return C * h + S * h[..., _swap_perm(h.shape[-1], group, h.device)]
 
 def check_pair_rotate(device='cuda') -> str:
     "Check `pair_rotate`, `pair_rotate_grads` against autograd through the definition in float64 on `device`; raises on a mismatch."
     torch.manual_seed(0)
     for dt in (torch.bfloat16, torch.float32):
         tol = 1e-2 if dt == torch.bfloat16 else 1e-5
-        for n, d in ((700, 260), (33, 6), (3, 2)):
+        for n, d, G in ((700, 260, None), (700, 260, 20), (300, 512, 64), (33, 6, None), (33, 6, 2), (3, 2, None)):
             h, g = torch.randn(n, d, dtype=dt, device=device), torch.randn(n, d, dtype=dt, device=device)
             C, S = torch.randn(d, device=device).to(dt), torch.randn(d, device=device).to(dt)
             hd = h.double().requires_grad_()
-            zd = _rotate_reference(hd, C.double(), S.double()); zd.backward(g.double())
-            assert (pair_rotate(h, C, S).double() - zd.detach()).abs().max() <= tol * zd.abs().max(), ('z', dt, n, d)
-            gh, diag, anti = pair_rotate_grads(g, h, C, S)
-            assert (gh.double() - hd.grad).abs().max() <= tol * hd.grad.abs().max(), ('dh', dt, n, d)
-            p = d // 2; gd, hh = g.double(), h.double()
-            assert (diag.double() - (gd * hh).sum(0)).abs().max() <= 1e-4 * n, ('diag', dt, n, d)
-            assert (anti.double() - (torch.cat((gd[:, p:], gd[:, :p]), 1) * hh).sum(0)).abs().max() <= 1e-4 * n, ('anti', dt, n, d)
+            zd = _rotate_reference(hd, C.double(), S.double(), G); zd.backward(g.double())
+            assert (pair_rotate(h, C, S, G).double() - zd.detach()).abs().max() <= tol * zd.abs().max(), ('z', dt, n, d, G)
+            gh, diag, anti = pair_rotate_grads(g, h, C, S, G)
+            assert (gh.double() - hd.grad).abs().max() <= tol * hd.grad.abs().max(), ('dh', dt, n, d, G)
+            gd, hh = g.double(), h.double()
+            assert (diag.double() - (gd * hh).sum(0)).abs().max() <= 1e-4 * n, ('diag', dt, n, d, G)
+            assert (anti.double() - (gd[:, _swap_perm(d, G, device)] * hh).sum(0)).abs().max() <= 1e-4 * n, ('anti', dt, n, d, G)
     # identity at RoAd's init (C = 1, S = 0) is exact; C = 0, S = 1 swaps the halves (a wrong partner offset fails)
     h = torch.randn(4, 3, 10, dtype=torch.bfloat16, device=device)
     one, zero = torch.ones(10, dtype=h.dtype, device=device), torch.zeros(10, dtype=h.dtype, device=device)
     assert torch.equal(pair_rotate(h, one, zero), h)
     assert torch.equal(pair_rotate(h, zero, one), torch.cat((h[..., 5:], h[..., :5]), -1))
+    assert torch.equal(pair_rotate(h, zero, one, 2), h.unflatten(-1, (5, 2)).flip(-1).flatten(-2))  # adjacent pairs
     e = h[:0]
     assert pair_rotate(e, one, one).shape == (0, 3, 10) and pair_rotate_grads(e, e, one, one)[1].tolist() == [0.0] * 10
     return f'pair_rotate ok on {device}'

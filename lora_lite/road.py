@@ -6,10 +6,11 @@
 from __future__ import annotations
 import torch
 from torch import nn
-from .variant import Variant, ParamSpec, cast
+from .variant import Variant, ParamSpec, cast, layer_cfg
 
 # %% auto #0
-__all__ = ['road_shape', 'road_cs', 'rotate_pairs', 'check_per_block', 'RoAd', 'plot_road_pairs']
+__all__ = ['road_shape', 'road_cs', 'rotate_pairs', 'in_groups', 'check_per_block', 'check_group_size', 'road_group', 'RoAd',
+           'plot_road_pairs']
 
 # %% ../nbs/18_road.ipynb #ba89b48f
 def road_shape(d_out: int, per_block: int) -> tuple:
@@ -24,11 +25,16 @@ def road_cs(layer) -> tuple[torch.Tensor, torch.Tensor]:
 
 # %% ../nbs/18_road.ipynb #38a1ed37
 def rotate_pairs(h: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    "`z = (c1·h1 − s1·h2, c2·h2 + s2·h1)` on the halves `h1, h2` of `h`; `c`, `s` of length d/2 or d (`(c1; c2)`)."
+    "`z = (c1·h1 − s1·h2, c2·h2 + s2·h1)` on the halves `h1, h2` of `h`'s last dim; `c`, `s` half or full length."
     h1, h2 = h.chunk(2, -1)
-    c1, c2 = (c, c) if c.shape[0] == h1.shape[-1] else c.chunk(2)
-    s1, s2 = (s, s) if s.shape[0] == h1.shape[-1] else s.chunk(2)
+    c1, c2 = (c, c) if c.shape[-1] == h1.shape[-1] else c.chunk(2, -1)
+    s1, s2 = (s, s) if s.shape[-1] == h1.shape[-1] else s.chunk(2, -1)
     return torch.cat((c1 * h1 - s1 * h2, c2 * h2 + s2 * h1), -1)
+
+# %% ../nbs/18_road.ipynb #0fa1740f
+def in_groups(t: torch.Tensor, n: int) -> torch.Tensor:
+    "`t`'s last dim split into `n` equal groups: shape `(..., n, d/n)` (a view)."
+    return t.unflatten(-1, (n, -1))
 
 # %% ../nbs/18_road.ipynb #4cb05fa9
 def check_per_block(opts: dict) -> dict:
@@ -38,17 +44,32 @@ def check_per_block(opts: dict) -> dict:
         raise ValueError(f"road option per_block must be 1, 2 or 4 (RoAd_1/2/4: (α, θ) per 2x2 block), got {k!r}")
     return opts
 
+def check_group_size(opts: dict) -> dict:
+    "`opts` if `group_size` is None (whole width) or a positive even int; raises otherwise."
+    g = opts['group_size']
+    if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or g % 2):
+        raise ValueError(f"road option group_size must be a positive even int (features per group; pairs are "
+                         f"(i, i + g/2) inside each group; PEFT's default 64) or None (pairs across the whole width), "
+                         f"got {g!r}")
+    return opts
+
 # %% ../nbs/18_road.ipynb #bbfce8ae
+def road_group(layer) -> int:
+    "Features per group for this layer: the option `group_size`, or `out_features` when it is None."
+    return layer_cfg(layer).opt('group_size') or layer.out_features
+
+# %% ../nbs/18_road.ipynb #3ebb62f4
 class RoAd(Variant):
     "Rotate and scale pairs `(y_i, y_{i+d/2})` of the output by learned `θ`, `α` (RoAd_1/2/4 by `per_block`)."
     name = 'road'
-    options = {'per_block': 1}
+    options = {'per_block': 1, 'group_size': 64}
 
     @staticmethod
     def forward(layer, x, y):
         h = cast(y, x)
         c, s = road_cs(layer)
-        return rotate_pairs(h, cast(c, h), cast(s, h))
+        n = layer.out_features // road_group(layer)
+        return rotate_pairs(in_groups(h, n), in_groups(cast(c, h), n), in_groups(cast(s, h), n)).flatten(-2)
 
     @staticmethod
     def param_specs(d_in, d_out, cfg):
@@ -56,14 +77,21 @@ class RoAd(Variant):
         return {'lora_theta': ParamSpec(shape, 'zeros'), 'lora_alpha': ParamSpec(shape, 'ones')}
 
     @classmethod
-    def check_options(cls, opts): return check_per_block(super().check_options(opts))
+    def check_options(cls, opts): return check_group_size(check_per_block(super().check_options(opts)))
 
     @staticmethod
     def check(layer, cfg):
         if cfg.dropout: raise ValueError(f"RoAd has no dropout (cfg.dropout={cfg.dropout}); set dropout=0")
-        if layer.out_features % 2:
-            raise ValueError(f"RoAd rotates pairs of output features, but out_features={layer.out_features} is odd; "
+        d, g = layer.out_features, cfg.opt('group_size')
+        if g is None and d % 2:
+            raise ValueError(f"RoAd rotates pairs of output features, but out_features={d} is odd; "
                              "leave this layer out (exclude_names) or use another variant for it")
+        if g is not None and d % g:
+            fits = [k for k in range(2, min(d, 4096) + 1, 2) if d % k == 0][:12] or 'none (odd width)'
+            raise ValueError(f"RoAd group_size={g} does not divide out_features={d}: the output splits into groups of "
+                             f"group_size features; set options={{'group_size': k}} with k among {fits} "
+                             "(a divisor of the attention head_dim keeps pairs inside a head), "
+                             "or None for whole-width pairs")
 
 # %% ../nbs/18_road.ipynb #bfcc9834
 def plot_road_pairs(targets: dict, title='RoAd pairs'):

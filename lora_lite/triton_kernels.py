@@ -38,49 +38,56 @@ def _scale_grads_kernel(g, t, l, grad_t, partial, N, D, chunk, BN: tl.constexpr,
 
 # %% ../nbs/08_triton_kernels.ipynb #5b4f5209
 @triton.jit
-def _pair_coefficients(C, S, cols, cmask, P):
-    "`(C_j, C_{j+P}, S_j, S_{j+P})` for the features `cols` of the first half, in float32."
-    c1, c2 = tl.load(C + cols, mask=cmask, other=0.).to(tl.float32), tl.load(C + P + cols, mask=cmask, other=0.).to(tl.float32)
-    s1, s2 = tl.load(S + cols, mask=cmask, other=0.).to(tl.float32), tl.load(S + P + cols, mask=cmask, other=0.).to(tl.float32)
+def _first_of_pair(pairs, HG):
+    "Feature index of the first member of each pair in `pairs`, for groups of `2·HG` features."
+    return (pairs // HG) * (2 * HG) + pairs % HG
+
+@triton.jit
+def _pair_coefficients(C, S, f, cmask, HG):
+    "`(C_f, C_{f+HG}, S_f, S_{f+HG})` for the first features `f` of the pairs, in float32."
+    c1, c2 = tl.load(C + f, mask=cmask, other=0.).to(tl.float32), tl.load(C + HG + f, mask=cmask, other=0.).to(tl.float32)
+    s1, s2 = tl.load(S + f, mask=cmask, other=0.).to(tl.float32), tl.load(S + HG + f, mask=cmask, other=0.).to(tl.float32)
     return c1, c2, s1, s2
 
 @triton.jit
-def _pair_rotate_kernel(h, C, S, z, N, P, chunk, BN: tl.constexpr, BD: tl.constexpr):
+def _pair_rotate_kernel(h, C, S, z, N, P, HG, chunk, BN: tl.constexpr, BD: tl.constexpr):
     D = 2 * P
     cols = tl.program_id(0) * BD + tl.arange(0, BD)
     cmask = cols < P
-    c1, c2, s1, s2 = _pair_coefficients(C, S, cols, cmask, P)
+    f = _first_of_pair(cols, HG)
+    c1, c2, s1, s2 = _pair_coefficients(C, S, f, cmask, HG)
     start = tl.program_id(1) * chunk
     for i in range(0, chunk, BN):
         rows = start + i + tl.arange(0, BN)
         m = (rows[:, None] < N) & cmask[None, :]
-        off = rows[:, None].to(tl.int64) * D + cols[None, :]
+        off = rows[:, None].to(tl.int64) * D + f[None, :]
         h1 = tl.load(h + off, mask=m, other=0.).to(tl.float32)
-        h2 = tl.load(h + off + P, mask=m, other=0.).to(tl.float32)
+        h2 = tl.load(h + off + HG, mask=m, other=0.).to(tl.float32)
         tl.store(z + off, (c1[None, :] * h1 + s1[None, :] * h2).to(z.dtype.element_ty), mask=m)
-        tl.store(z + off + P, (c2[None, :] * h2 + s2[None, :] * h1).to(z.dtype.element_ty), mask=m)
+        tl.store(z + off + HG, (c2[None, :] * h2 + s2[None, :] * h1).to(z.dtype.element_ty), mask=m)
 
 @triton.jit
-def _pair_rotate_grads_kernel(g, h, C, S, grad_h, diag, anti, N, P, chunk, BN: tl.constexpr, BD: tl.constexpr):
+def _pair_rotate_grads_kernel(g, h, C, S, grad_h, diag, anti, N, P, HG, chunk, BN: tl.constexpr, BD: tl.constexpr):
     D = 2 * P
     cols = tl.program_id(0) * BD + tl.arange(0, BD)
     cmask = cols < P
-    c1, c2, s1, s2 = _pair_coefficients(C, S, cols, cmask, P)
+    f = _first_of_pair(cols, HG)
+    c1, c2, s1, s2 = _pair_coefficients(C, S, f, cmask, HG)
     d1 = tl.zeros((BD,), tl.float32); d2 = tl.zeros((BD,), tl.float32)
     a1 = tl.zeros((BD,), tl.float32); a2 = tl.zeros((BD,), tl.float32)
     start = tl.program_id(1) * chunk
     for i in range(0, chunk, BN):
         rows = start + i + tl.arange(0, BN)
         m = (rows[:, None] < N) & cmask[None, :]
-        off = rows[:, None].to(tl.int64) * D + cols[None, :]
+        off = rows[:, None].to(tl.int64) * D + f[None, :]
         g1 = tl.load(g + off, mask=m, other=0.).to(tl.float32)
-        g2 = tl.load(g + off + P, mask=m, other=0.).to(tl.float32)
+        g2 = tl.load(g + off + HG, mask=m, other=0.).to(tl.float32)
         h1 = tl.load(h + off, mask=m, other=0.).to(tl.float32)
-        h2 = tl.load(h + off + P, mask=m, other=0.).to(tl.float32)
+        h2 = tl.load(h + off + HG, mask=m, other=0.).to(tl.float32)
         tl.store(grad_h + off, (c1[None, :] * g1 + s2[None, :] * g2).to(grad_h.dtype.element_ty), mask=m)
-        tl.store(grad_h + off + P, (c2[None, :] * g2 + s1[None, :] * g1).to(grad_h.dtype.element_ty), mask=m)
+        tl.store(grad_h + off + HG, (c2[None, :] * g2 + s1[None, :] * g1).to(grad_h.dtype.element_ty), mask=m)
         d1 += tl.sum(g1 * h1, axis=0); d2 += tl.sum(g2 * h2, axis=0)
         a1 += tl.sum(g2 * h1, axis=0); a2 += tl.sum(g1 * h2, axis=0)
     row = tl.program_id(1) * D
-    tl.store(diag + row + cols, d1, mask=cmask); tl.store(diag + row + P + cols, d2, mask=cmask)
-    tl.store(anti + row + cols, a1, mask=cmask); tl.store(anti + row + P + cols, a2, mask=cmask)
+    tl.store(diag + row + f, d1, mask=cmask); tl.store(diag + row + HG + f, d2, mask=cmask)
+    tl.store(anti + row + f, a1, mask=cmask); tl.store(anti + row + HG + f, a2, mask=cmask)
