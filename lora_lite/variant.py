@@ -43,7 +43,8 @@ class ParamSpec:
 # %% ../nbs/01_variant.ipynb #4217bd6c
 VARIANTS: dict[str, type] = {}
 SHIPPED = {n: f'lora_lite.{n}' for n in
-           ('lora', 'pissa', 'dora', 'delora', 'ia3', 'hra', 'vera', 'oft', 'road', 'svd_basis', 'eva')}
+           ('lora', 'pissa', 'dora', 'delora', 'ia3', 'hra', 'vera', 'oft', 'road', 'svd_basis', 'eva', 'lora_fa',
+            'loha', 'lokr', 'boft', 'fourierft', 'shira', 'randlora', 'miss', 'c3a', 'vblora', 'psoft')}
 
 def short(v, n: int = 60) -> str:
     "`repr(v)`, cut to `n` characters (error messages never echo a huge input)."
