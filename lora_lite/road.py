@@ -9,8 +9,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg
 
 # %% auto #0
-__all__ = ['road_shape', 'road_cs', 'rotate_pairs', 'in_groups', 'check_per_block', 'check_group_size', 'road_group', 'RoAd',
-           'plot_road_pairs']
+__all__ = ['road_shape', 'road_cs', 'rotate_pairs', 'in_groups', 'check_per_block', 'check_group_size', 'group_for', 'road_group',
+           'RoAd', 'plot_road_pairs']
 
 # %% ../nbs/18_road.ipynb #ba89b48f
 def road_shape(d_out: int, per_block: int) -> tuple:
@@ -54,9 +54,13 @@ def check_group_size(opts: dict) -> dict:
     return opts
 
 # %% ../nbs/18_road.ipynb #bbfce8ae
+def group_for(d_out: int, group_size: int | None) -> int:
+    "Features per group for a layer of `d_out` outputs: `group_size`, or `d_out` if None or if `d_out < group_size`."
+    return d_out if group_size is None else min(group_size, d_out)
+
 def road_group(layer) -> int:
-    "Features per group for this layer: the option `group_size`, or `out_features` when it is None."
-    return layer_cfg(layer).opt('group_size') or layer.out_features
+    "Features per group for this layer, under the option `group_size`."
+    return group_for(layer.out_features, layer_cfg(layer).opt('group_size'))
 
 # %% ../nbs/18_road.ipynb #3ebb62f4
 class RoAd(Variant):
@@ -82,11 +86,11 @@ class RoAd(Variant):
     @staticmethod
     def check(layer, cfg):
         if cfg.dropout: raise ValueError(f"RoAd has no dropout (cfg.dropout={cfg.dropout}); set dropout=0")
-        d, g = layer.out_features, cfg.opt('group_size')
-        if g is None and d % 2:
+        d, g = layer.out_features, group_for(layer.out_features, cfg.opt('group_size'))
+        if d % 2:
             raise ValueError(f"RoAd rotates pairs of output features, but out_features={d} is odd; "
                              "leave this layer out (exclude_names) or use another variant for it")
-        if g is not None and d % g:
+        if d % g:
             fits = [k for k in range(2, min(d, 4096) + 1, 2) if d % k == 0][:12] or 'none (odd width)'
             raise ValueError(f"RoAd group_size={g} does not divide out_features={d}: the output splits into groups of "
                              f"group_size features; set options={{'group_size': k}} with k among {fits} "
