@@ -4,6 +4,7 @@
 
 # %% ../nbs/48_vblora.ipynb #20136282
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
@@ -69,9 +70,13 @@ class VBLoRA(Variant):
     @staticmethod
     def check(layer, cfg):
         L = cfg.opt('vector_length')
-        if layer.in_features % L or layer.out_features % L:
-            raise ValueError(f"VB-LoRA vector_length={L} must divide in_features={layer.in_features} and "
-                             f"out_features={layer.out_features}; set options={{'vector_length': ...}}")
+        d_in, d_out = layer.in_features, layer.out_features
+        if d_in % L or d_out % L:
+            g = math.gcd(d_in, d_out)
+            fit = max(k for k in range(1, min(g, 256) + 1) if g % k == 0)
+            raise ValueError(f"VB-LoRA vector_length={L} must divide in_features={d_in} and out_features={d_out}; "
+                             f"set options={{'vector_length': {fit}}} (the largest that fits this layer, up to 256), "
+                             "or a divisor of it that fits every target")
 
     @staticmethod
     def param_specs(d_in, d_out, cfg):
