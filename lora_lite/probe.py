@@ -19,12 +19,12 @@ from .testing import perturb_, max_diff, tiny_qwen3
 from .models import corpus_text, ByteTokenizer, smollm2_folder, need
 
 # %% auto #0
-__all__ = ['MIN_TOKENS', 'ROUNDING_TOL', 'APPROX_IDENTITY', 'MARGIN', 'DEFAULT_TARGETS', 'COLUMNS', 'OUT_FILES', 'PROBE_HELP',
-           'corpus_batches', 'ProbeError', 'Base', 'load_base', 'logits', 'lm_loss', 'identity_tol', 'judge_base',
-           'check_vocab', 'discover_variants', 'known_variants', 'check_variant_names', 'expected_targets',
-           'adapted_layers', 'layer_names', 'check_target_patterns', 'probe_variant', 'markdown_table', 'plot_probe',
-           'check_out', 'staging_dir', 'replace_out', 'check_device', 'run_probe', 'add_probe_args', 'probe_from_args',
-           'passive_threads', 'probe_main']
+__all__ = ['MIN_TOKENS', 'ROUNDING_TOL', 'APPROX_IDENTITY', 'MARGIN', 'DEFAULT_TARGETS', 'COLUMNS', 'PROBE_OPTIONS', 'OUT_FILES',
+           'PROBE_HELP', 'corpus_batches', 'ProbeError', 'Base', 'load_base', 'logits', 'lm_loss', 'identity_tol',
+           'judge_base', 'check_vocab', 'discover_variants', 'known_variants', 'check_variant_names',
+           'expected_targets', 'adapted_layers', 'layer_names', 'check_target_patterns', 'probe_variant',
+           'markdown_table', 'plot_probe', 'check_out', 'staging_dir', 'replace_out', 'check_device', 'run_probe',
+           'add_probe_args', 'probe_from_args', 'passive_threads', 'probe_main']
 
 # %% ../nbs/30_probe.ipynb #32d0b732
 MIN_TOKENS = 16
@@ -341,6 +341,8 @@ def _reloaded(base, m, name, ids, yN, out, row, check):
     row['adapter'] = str(path)
 
 # %% ../nbs/30_probe.ipynb #1cdbacc1
+PROBE_OPTIONS = {'vblora': {'num_vectors': 64, 'vector_length': 32}}   # PEFT's 256 fits neither SmolLM2's 192 nor tiny widths
+
 def probe_variant(base: Base, name: str, ids, calib, y0, out: Path, r=8, alpha=None, lr=3e-3, steps=20,
                   targets=DEFAULT_TARGETS, layers=(0,), seed=0, bar=None) -> tuple[dict, list]:
     "One measured row (see the table above) and the loss curve, for variant `name` on a fresh `base.make()`."
@@ -349,7 +351,8 @@ def probe_variant(base: Base, name: str, ids, calib, y0, out: Path, r=8, alpha=N
         if not ok: fails.append(msg)
     try:
         V = get_variant(name)
-        cfg = LoraLiteConfig(variant=name, r=r, alpha=2 * r if alpha is None else alpha, target_names=targets, layers=layers)
+        cfg = LoraLiteConfig(variant=name, r=r, alpha=2 * r if alpha is None else alpha, target_names=targets,
+                             layers=layers, options=PROBE_OPTIONS.get(name, {}))
         m, params = _attached(base, V, cfg, calib, seed, row, check)
         y1, scale = _identity(m, V, base.dtype, ids, y0, row, check)
         _perturbed(m, ids, y1, scale, seed, row, check)

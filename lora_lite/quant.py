@@ -15,7 +15,7 @@ from .variant import get_variant, all_variants
 from .testing import tiny_model, tiny_input, tiny_qwen3, token_input, outputs, task_loss, max_diff, perturb_, train_steps
 
 # %% auto #0
-__all__ = ['KINDS', 'PARITY_TOL', 'IDENTITY_ATOL', 'GRAD_TOL', 'is_bnb', 'quantize_linear', 'quantize_linears_',
+__all__ = ['KINDS', 'MATRIX_OPTIONS', 'PARITY_TOL', 'IDENTITY_ATOL', 'GRAD_TOL', 'is_bnb', 'quantize_linear', 'quantize_linears_',
            'dequantize_weight', 'is_repacked', 'DenseTwin', 'dense_twin', 'dense_twin_', 'bnb_config',
            'save_pretrained_tmp', 'load_quantized', 'grad_gap', 'grad_gap_joint', 'check_not_repacked', 'quant_model',
            'quant_inputs', 'quant_case', 'check_case', 'variant_names', 'quant_table', 'run_matrix', 'support_table',
@@ -187,12 +187,16 @@ def _rel(a, b): return max_diff(a, b) / max(1.0, b.abs().max().item())
 def _grads(m): return {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
 
 # %% ../nbs/20_quantized.ipynb #54167a64
+MATRIX_OPTIONS = {'fourierft': {'scaling': 50.0},   # default α=150 on 32-wide toy layers crosses LLM.int8's outliers
+                  'vblora': {'num_vectors': 32, 'vector_length': 8}}   # PEFT's 256 does not divide toy widths
+
 def quant_case(variant: str, kind: str = 'nf4', where: str = 'layers', device='cpu', steps: int = 20, lrs=(1e-2, 1e-1),
                r: int = 4, min_drop: float = 0.05, **cfg_kw) -> dict:
     "Measure one variant on one quantized model kind (see the list above); `status` is 'ok' or 'refused' (with `error`)."
     make = lambda: quant_model(kind, where, device)
     inp, calib = quant_inputs(where, device)
     V = get_variant(variant)
+    cfg_kw = {'options': MATRIX_OPTIONS.get(variant, {}), **cfg_kw}
     cfg = ll.LoraLiteConfig(variant=variant, r=r, alpha=2 * r, **cfg_kw)
     cal = calib if V.needs_calibration else None
     res = dict(variant=variant, kind=kind, where=where, status='ok')

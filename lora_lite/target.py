@@ -9,7 +9,7 @@ from torch import nn
 from .config import LoraLiteConfig
 
 # %% auto #0
-__all__ = ['is_linear_like', 'block_index', 'find_targets']
+__all__ = ['is_linear_like', 'block_index', 'target_patterns', 'find_targets']
 
 # %% ../nbs/02_target.ipynb #39ee58ec
 def is_linear_like(m: nn.Module) -> bool:
@@ -27,16 +27,21 @@ def _selected(name: str, cfg: LoraLiteConfig) -> bool:
     if cfg.layers is not None and block_index(name) not in cfg.layers: return False
     return True
 
+def target_patterns(cfg: LoraLiteConfig) -> tuple | None:
+    "`cfg.target_names`, or when None the variant's `default_targets` (None again: every linear-like layer)."
+    from lora_lite.variant import get_variant
+    return cfg.target_names if cfg.target_names is not None else get_variant(cfg.variant).default_targets
+
 def find_targets(model: nn.Module, cfg: LoraLiteConfig) -> dict[str, nn.Module]:
     "`{full_name: module}` of the layers `cfg` selects; raises on zero matches or non-linear-like matches."
-    targets = {}
+    targets, pats = {}, target_patterns(cfg)
     for name, m in model.named_modules():
         if not name or not _selected(name, cfg): continue
-        if cfg.target_names is None:
+        if pats is None:
             if is_linear_like(m): targets[name] = m
-        elif any(re.search(p, name) for p in cfg.target_names):
+        elif any(re.search(p, name) for p in pats):
             if not is_linear_like(m):
-                raise TypeError(f"target_names {cfg.target_names} match {name!r} ({type(m).__name__}), which is not linear-like "
+                raise TypeError(f"target_names {pats} match {name!r} ({type(m).__name__}), which is not linear-like "
                                 "(needs in_features, out_features, weight). Anchor the regex to the leaf, e.g. r'mlp\\.up_proj$'.")
             targets[name] = m
     if not targets: raise ValueError(_no_match_message(model, cfg))
@@ -44,7 +49,7 @@ def find_targets(model: nn.Module, cfg: LoraLiteConfig) -> dict[str, nn.Module]:
 
 def _no_match_message(model, cfg) -> str:
     lin = [n for n, m in model.named_modules() if n and is_linear_like(m)]
-    pats = cfg.target_names or ()
+    pats = target_patterns(cfg) or ()
     close = sorted({c for p in pats for c in difflib.get_close_matches(p, lin, n=5, cutoff=0.3)}) or lin[:8]
-    return (f"no module matches target_names={cfg.target_names} exclude_names={cfg.exclude_names} layers={cfg.layers}. "
+    return (f"no module matches target_names={pats} exclude_names={cfg.exclude_names} layers={cfg.layers}. "
             f"Linear-like modules in the model ({len(lin)}) include: {close}")

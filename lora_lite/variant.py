@@ -94,6 +94,7 @@ class Variant:
     name: str | None = None
     options: dict = {}
     needs_calibration: bool = False
+    default_targets: tuple | None = None
     forward: Callable | None = None
     forward_input: Callable | None = None
 
