@@ -44,7 +44,7 @@ def variant_specs(r: int):
         'lora':   (dict(variant='lora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T)),
         'dora':   (dict(variant='dora', r=r, alpha=2 * r), lambda: peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=T, use_dora=True)),
         'pissa':  (dict(variant='pissa', r=r, alpha=r, options=dict(init='fast', niter=4)), lambda: peft.LoraConfig(r=r, lora_alpha=r, target_modules=T, init_lora_weights='pissa_niter_4')),
-        'ia3':    (dict(variant='ia3'), lambda: peft.IA3Config(target_modules=T, feedforward_modules=['down_proj'])),
+        'ia3':    (dict(variant='ia3', target_names=tuple(T)), lambda: peft.IA3Config(target_modules=T, feedforward_modules=['down_proj'])),
         # the IA3 paper's own targets: keys, values, and the feed-forward down projection's input
         'ia3-kvd': (dict(variant='ia3', target_names=(r'k_proj$', r'v_proj$', r'down_proj$')),
                     lambda: peft.IA3Config(target_modules=['k_proj', 'v_proj', 'down_proj'], feedforward_modules=['down_proj'])),
