@@ -8,6 +8,7 @@ import importlib
 from typing import Callable
 import torch
 from torch import nn
+from .variant import VARIANTS
 
 # %% auto #0
 __all__ = ['FAST', 'SHIPPED_FAST', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast', 'fast_path', 'hook_functions',
@@ -22,11 +23,14 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None) -> type:
-    "Register fast `forward`/`forward_input` functions for exactly the variant class `V` (never its subclasses)."
+    "Register fast `forward`/`forward_input` for exactly the class `V` (never its subclasses); `V.name` then resolves to `V`."
     for k, f in (('forward', forward), ('forward_input', forward_input)):
         if f is not None and getattr(V, k) is None: raise TypeError(f"{V.__name__} has no reference {k}; a fast path cannot add one")
     if forward is None and forward_input is None: raise TypeError("register_fast needs forward and/or forward_input")
     FAST[V] = dict(forward=forward, forward_input=forward_input)
+    old = VARIANTS.get(V.name)
+    if old is not None and old is not V and old.__module__ == '__main__' and old.__qualname__ == V.__qualname__:
+        VARIANTS[V.name] = V   # a notebook's copy of V, left by an earlier notebook in this process
     return V
 
 # %% ../nbs/06_speed.ipynb #dc53478b
