@@ -25,12 +25,13 @@ def test_every_variant_attaches_and_trains_without_triton():
     run_hidden("""
         import torch, lora_lite as ll
         from lora_lite.testing import tiny_model, tiny_input, task_loss
+        toy = {'fourierft': {'n_frequency': 64}, 'vblora': {'num_vectors': 32, 'vector_length': 8}}   # 16-wide layers
         for name, V in sorted(ll.all_variants().items()):
             if name.startswith('_'): continue
             for impl in ('auto', 'reference'):
                 m = tiny_model()
                 calib = [tiny_input(seed=s) for s in range(2)] if V.needs_calibration else None
-                ll.attach(m, ll.LoraLiteConfig(variant=name, impl=impl), calibration_data=calib)
+                ll.attach(m, ll.LoraLiteConfig(variant=name, impl=impl, options=toy.get(name, {})), calibration_data=calib)
                 task_loss(m, tiny_input()).backward()
                 assert any(p.grad is not None for p in ll.trainable_parameters(m)), name
         assert sys.modules['triton'] is None
