@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, sys
 import lora_lite
 from .probe import add_probe_args, probe_from_args, passive_threads, known_variants, PROBE_HELP
+from .compare import add_compare_args, compare_from_args, COMPARE_HELP
 
 # %% auto #0
 __all__ = ['cli_parser', 'main']
@@ -19,7 +20,9 @@ def cli_parser() -> tuple[argparse.ArgumentParser, dict]:
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     probe = sub.add_parser('probe', help='train every variant on a real trained model, offline, and print measured evidence',
                            description=PROBE_HELP)
-    return p, dict(probe=add_probe_args(probe))
+    compare = sub.add_parser('compare', help='compare variants as hypotheses: same model, data and parameter budget, '
+                             'in and out of distribution', description=COMPARE_HELP)
+    return p, dict(probe=add_probe_args(probe), compare=add_compare_args(compare))
 
 def main(argv=None) -> int:
     "Entry point of the `lora-lite` console script; returns the exit code."
@@ -29,6 +32,7 @@ def main(argv=None) -> int:
         p.print_help()
         return 2
     if argv is None: passive_threads('lora_lite.cli')
+    if a.command == 'compare': return compare_from_args(a, subs['compare'])
     return probe_from_args(a, subs['probe'])
 
 # %% ../nbs/31_cli.ipynb #8c781979
