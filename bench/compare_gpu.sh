@@ -12,14 +12,22 @@
 # `run` rebuilds the GGUF, checks its sha256, installs the `gguf` wheel into /tmp, converts the model once (as
 # lora_lite.models does here), runs the grid as SHARDS parallel processes on the GPU (--shard i/N: one variant's
 # learning-rate choice and seeds stay in one process), then a final process that finds every run on disk and writes the
-# report. Finished runs live in .compare_gpu/work/runs: if a call is cut short, `run` again resumes there.
+# report (each step under a timeout, so the call ends inside the device's 10 minutes and $OUT is always filled).
+# Finished runs live in .compare_gpu/work/runs: if a call is cut short, `run` again (same warm machine) resumes there.
 # Everything that comes back is in $OUT: compare.md, compare.json, the two PNGs, runs.json.gz (every run record), the log.
+# If the report step timed out, or runs came from several calls, build the report here from the runs.json.gz files
+# (records of the same run are identical across calls: the runs are deterministic on the GPU too):
+#   python bench/compare_report.py bench/results/compare-gpu A/runs.json.gz B/runs.json.gz --lrs 0.001 0.003 0.01 0.03 --seeds 3
+#
+# Measured on 2026-12-01 (first try, --steps 150 --batch 16, 8 shards): 0.15-0.25 s per step per process (psoft 0.54,
+# boft 0.2-1.0), about 30 s per run, 77 of the 132 runs in 390 s; two calls later 77 distinct runs were done, the rest of
+# the grid not (bench/results/compare-gpu-partial). Hence --steps 75 --batch 32 (the same 2,400 examples per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=.compare_gpu
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
-ARGS=(--model smollm2 --task reverse --variants all --budget 126000 --lrs 0.001 0.003 0.01 0.03 --seeds 3 --steps 150
-      --batch 16 --n-val 64 --n-test 200 --eval-batch 200 --device cuda --out "$STORE/work")
+ARGS=(--model smollm2 --task reverse --variants all --budget 126000 --lrs 0.001 0.003 0.01 0.03 --seeds 3 --steps 75
+      --batch 32 --n-val 64 --n-test 200 --eval-batch 200 --device cuda --out "$STORE/work")
 
 pack() {
   local py=${PYTHON:-.venv/bin/python} gguf
@@ -57,17 +65,17 @@ setup() {
 }
 
 run() {
-  local t0=$SECONDS n=${SHARDS:-6} pids=() i log="${OUT:-/tmp}/compare_gpu.log"
+  local t0=$SECONDS n=${SHARDS:-8} pids=() i log="${OUT:-/tmp}/compare_gpu.log"
   setup
   echo "commit $(cat "$STORE/b/commit.txt" 2>/dev/null || echo unknown); python3 -m lora_lite.compare ${ARGS[*]}" | tee "$log"
   for i in $(seq 0 $((n - 1))); do
-    timeout "${SHARD_TIMEOUT:-420}" python3 -m lora_lite.compare "${ARGS[@]}" --shard "$i/$n" --quiet > "/tmp/compare_shard$i.log" 2>&1 &
+    timeout "${SHARD_TIMEOUT:-390}" python3 -m lora_lite.compare "${ARGS[@]}" --shard "$i/$n" --quiet > "/tmp/compare_shard$i.log" 2>&1 &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "shard $i/$n exited $?" | tee -a "$log"; done
   echo "shards done in $((SECONDS - t0)) s" | tee -a "$log"
   tail -n 3 /tmp/compare_shard*.log >> "$log"
-  python3 -m lora_lite.compare "${ARGS[@]}" --quiet 2>&1 | tee -a "$log" || true
+  timeout "${REPORT_TIMEOUT:-90}" python3 -m lora_lite.compare "${ARGS[@]}" --quiet 2>&1 | tee -a "$log" || true
   echo "total $((SECONDS - t0)) s" | tee -a "$log"
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >> "$log" 2>&1 || true
   if [ -n "${OUT:-}" ]; then
