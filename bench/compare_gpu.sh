@@ -8,6 +8,7 @@
 #   here, once:        bash bench/compare_gpu.sh pack     # .compare_gpu/a = GGUF part 0; .compare_gpu/b = part 1 + gguf wheel
 #   device call 1:     carry ['.compare_gpu/a'], command: bash bench/compare_gpu.sh stash
 #   device call 2:     carry ['.compare_gpu/b'], command: bash bench/compare_gpu.sh run     (at once after call 1)
+#   (carry .compare_gpu/b on every `run` call: a folder not carried in a call was gone on the device in that call)
 #
 # `run` rebuilds the GGUF, checks its sha256, installs the `gguf` wheel into /tmp, converts the model once (as
 # lora_lite.models does here), runs the grid as SHARDS parallel processes on the GPU (--shard i/N: one variant's
