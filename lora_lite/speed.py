@@ -46,7 +46,7 @@ def hook_functions(V: type, cfg) -> tuple[Callable | None, Callable | None]:
     if f is None: return V.forward, V.forward_input
     return f['forward'] or V.forward, f['forward_input'] or V.forward_input
 
-# %% ../nbs/06_speed.ipynb #8eb5caaa
+# %% ../nbs/06_speed.ipynb #4e942818
 def fresh_output_layer(layer: nn.Module) -> bool:
     "True for layer types whose forward returns a new tensor it keeps no reference to (`nn.Linear`, bitsandbytes layers)."
     return type(layer).forward is nn.Linear.forward or type(layer).__module__.startswith('bitsandbytes.')
@@ -65,6 +65,7 @@ def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     "True when an output hook may update the base output `y` in place (see above)."
     return fresh_output_layer(layer) and first_to_see_output(layer) and writable_tensor(x, y)
 
+# %% ../nbs/06_speed.ipynb #06594498
 CONSTANTS: dict = {}
 MAX_CONSTANTS = 256
 
@@ -76,6 +77,7 @@ def constants(name: str, build: Callable, *key) -> tuple:
         if len(CONSTANTS) > MAX_CONSTANTS: del CONSTANTS[next(iter(CONSTANTS))]
     return CONSTANTS[k]
 
+# %% ../nbs/06_speed.ipynb #cd0dccbb
 def first_order(backward):
     "Decorator for a hand-written `autograd.Function.backward`: raise under `create_graph=True` instead of returning gradients that silently carry no second-order graph."
     import functools
@@ -88,6 +90,7 @@ def first_order(backward):
         return backward(ctx, *grads)
     return checked
 
+# %% ../nbs/06_speed.ipynb #d44c6a21
 def gemm_into(y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     "`y + alpha · h @ Mt` over the last dim as one GEMM: into `y` itself with `inplace` (2-D/3-D `y`), else a new tensor in the wider dtype; the same kernel either way (`addmm` 2-D, `baddbmm` 3-D), so the same bits."
     if not inplace:
@@ -99,8 +102,7 @@ def gemm_into(y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float =
     if inplace: return y.addmm_(h.reshape(-1, h.shape[-1]), Mt, alpha=alpha)
     return torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), Mt, alpha=alpha).view(y.shape)
 
+# %% ../nbs/06_speed.ipynb #959d0e9e
 def add_product(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, Mt: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     "`y + alpha · h @ Mt` as one GEMM (`gemm_into`), into the base output `y` itself when `writable_output` allows."
     return gemm_into(y, h, Mt, alpha, writable_output(layer, x, y))
-
-
