@@ -22,13 +22,15 @@
 #
 # Measured on 2026-12-01 (first try, --steps 150 --batch 16, 8 shards): 0.15-0.25 s per step per process (psoft 0.54,
 # boft 0.2-1.0), about 30 s per run, 77 of the 132 runs in 390 s; two calls later 77 distinct runs were done, the rest of
-# the grid not (bench/results/compare-gpu-partial). Hence --steps 75 --batch 32 (the same 2,400 examples per run).
+# the grid not (bench/results/compare-gpu-partial). The grid of record keeps those settings (150 x 16): `pack` with
+# RESUME=bench/results/compare-gpu-partial/runs.json.gz carries the 77 finished records (identical across calls), so
+# `run` does only the 56 left, in 16 processes (the slowest shard is PSOFT's 5 runs, about 81 s each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=.compare_gpu
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
-ARGS=(--model smollm2 --task reverse --variants all --budget 126000 --lrs 0.001 0.003 0.01 0.03 --seeds 3 --steps 75
-      --batch 32 --n-val 64 --n-test 200 --eval-batch 200 --device cuda --out "$STORE/work")
+ARGS=(--model smollm2 --task reverse --variants all --budget 126000 --lrs 0.001 0.003 0.01 0.03 --seeds 3 --steps 150
+      --batch 16 --n-val 64 --n-test 200 --eval-batch 200 --device cuda --out "$STORE/work")
 
 pack() {
   local py=${PYTHON:-.venv/bin/python} gguf
@@ -42,6 +44,11 @@ pack() {
   if $py -m pip --version >/dev/null 2>&1; then pip=($py -m pip); fi
   "${pip[@]}" download -q --no-deps --only-binary=:all: -d "$STORE/b" 'gguf==0.19.0'
   git rev-parse HEAD > "$STORE/b/commit.txt"
+  if [ -n "${RESUME:-}" ]; then   # earlier calls' run records (runs.json.gz): the grid skips what they hold
+    $py -c 'import gzip, json, sys; from lora_lite.compare import run_file, write_json
+for r in json.load(gzip.open(sys.argv[1])): write_json(run_file(sys.argv[2], r["settings"]), r)' "$RESUME" "$STORE/b"
+    echo "resume: $(ls "$STORE/b/runs" | wc -l) finished runs from $RESUME"
+  fi
   du -sh "$STORE/a" "$STORE/b"
 }
 
@@ -66,17 +73,18 @@ setup() {
 }
 
 run() {
-  local t0=$SECONDS n=${SHARDS:-8} pids=() i log="${OUT:-/tmp}/compare_gpu.log"
+  local t0=$SECONDS n=${SHARDS:-16} pids=() i log="${OUT:-/tmp}/compare_gpu.log"
   setup
+  mkdir -p "$STORE/work/runs" && cp -n "$STORE"/b/runs/*.json "$STORE/work/runs/" 2>/dev/null || true
   echo "commit $(cat "$STORE/b/commit.txt" 2>/dev/null || echo unknown); python3 -m lora_lite.compare ${ARGS[*]}" | tee "$log"
   for i in $(seq 0 $((n - 1))); do
-    timeout "${SHARD_TIMEOUT:-390}" python3 -m lora_lite.compare "${ARGS[@]}" --shard "$i/$n" --quiet > "/tmp/compare_shard$i.log" 2>&1 &
+    timeout "${SHARD_TIMEOUT:-470}" python3 -m lora_lite.compare "${ARGS[@]}" --shard "$i/$n" --quiet > "/tmp/compare_shard$i.log" 2>&1 &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "shard $i/$n exited $?" | tee -a "$log"; done
   echo "shards done in $((SECONDS - t0)) s" | tee -a "$log"
   tail -n 3 /tmp/compare_shard*.log >> "$log"
-  timeout "${REPORT_TIMEOUT:-90}" python3 -m lora_lite.compare "${ARGS[@]}" --quiet 2>&1 | tee -a "$log" || true
+  timeout "${REPORT_TIMEOUT:-60}" python3 -m lora_lite.compare "${ARGS[@]}" --quiet 2>&1 | tee -a "$log" || true
   echo "total $((SECONDS - t0)) s" | tee -a "$log"
   nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv >> "$log" 2>&1 || true
   if [ -n "${OUT:-}" ]; then
