@@ -2,9 +2,11 @@
 
 For each row: attach lora-lite, then PEFT, to the same tiny model; count trainable parameters; run one forward and
 backward; check the logits are finite, equal to the base model's (both sides are the identity at init) and to each
-other, and every trainable gradient is finite. Exits 1 if a row fails a check that is not an explained difference.
+other, and every trainable gradient is finite. First, without weights, each row's lora-lite rules (`check`,
+`param_specs`, attach's size guard) on the 7 targets of the `--static` shapes, with the trainable counts there.
+Exits 1 if a row fails a check that is not an explained difference.
 
-    python bench/check_new_specs.py [--variants loha,boft] [--shape tiny]
+    python bench/check_new_specs.py [--variants loha,boft] [--shape tiny] [--static 0.6b,8b]
 """
 from __future__ import annotations
 import argparse, math, os, sys, warnings
@@ -67,10 +69,11 @@ def check_row(name, llkw, factory, model, ids, base, widths, layers) -> list[str
 
 
 def static_check(shape: str, r: int) -> dict:
-    "Each row's lora-lite `check` and `param_specs` on `shape`'s 7 targets as meta layers: `{name: count or error}`."
+    "Each row's lora-lite `check`, `param_specs` and attach's size guard on `shape`'s 7 targets as meta layers: `{name: count or error}`."
     import lora_lite as ll
     from torch import nn
     from train_step import ll_config
+    from lora_lite.adapter import MAX_ADAPTER_RATIO
     out, layers = {}, SHAPES[shape]['num_hidden_layers']
     for name, (kw, _) in new_variant_specs(r, shape).items():
         cfg, n = ll_config(kw, None), 0
@@ -79,6 +82,8 @@ def static_check(shape: str, r: int) -> dict:
             for t, (i, o) in target_widths(shape).items():
                 V.check(nn.Linear(i, o, bias=False, device='meta'), cfg)
                 ps = V.param_specs(i, o, cfg)
+                if (k := sum(math.prod(p.shape) for p in ps.values())) > MAX_ADAPTER_RATIO * i * o + 4096:
+                    raise ValueError(f"{t}: {k:,d} adapter numbers, over attach's size guard")
                 n += sum(math.prod(p.shape) for k, p in ps.items() if p.trainable and k != 'lora_bank')
             bank = ps.get('lora_bank')
             out[name] = n * layers + (math.prod(bank.shape) if bank is not None else 0)
@@ -89,21 +94,22 @@ def static_check(shape: str, r: int) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--shape', default='tiny', choices=['tiny', 'host'])
-    p.add_argument('--variants', default='')
+    p.add_argument('--variants', default='', help="comma-separated (default: all); 'none': only the static check")
     p.add_argument('--r', type=int, default=16)
     p.add_argument('--static', default='0.6b,8b', help="shapes to check lora-lite's rules on, without weights")
     args = p.parse_args(argv)
+    failed = {}
     for sh in filter(None, args.static.split(',')):
         for n, c in static_check(sh, args.r).items():
             print(f"{sh:5s} {n:10s} lora-lite trainable {c:,d}" if isinstance(c, int) else f"{sh:5s} {n:10s} FAIL {c}")
+            if not isinstance(c, int): failed[f'{sh}/{n}'] = [c]
     torch.set_num_threads(1)
     specs = new_variant_specs(args.r, args.shape)
-    names = args.variants.split(',') if args.variants else list(specs)
+    names = [] if args.variants == 'none' else args.variants.split(',') if args.variants else list(specs)
     model = build_model(args.shape, torch.float32, torch.device('cpu'))
     widths = target_widths(args.shape)
     ids = torch.randint(0, SHAPES[args.shape]['vocab_size'], (2, 16), generator=torch.Generator().manual_seed(0))
     base = model(input_ids=ids).logits.detach()
-    failed = {}
     for n in names:
         llkw, factory = specs[n]
         try: bad = check_row(n, llkw, factory, model, ids, base, widths, model.config.num_hidden_layers)

@@ -9,7 +9,9 @@ Two of PEFT's defaults do not fit every shape: C3A's `block_size=256` and VB-LoR
 divide every target's widths. They fit the Qwen3 0.6B and 8B shapes (all widths multiples of 1024), not `tiny`
 (k/v out 64) or `host`. So `new_variant_specs(r)` gives PEFT's defaults (valid at 0.6b and 8b), and
 `new_variant_specs(r, shape)` (a `SHAPES` name or entry) takes the largest setting <= PEFT's default that fits
-every target of that shape (and lowers SHiRA's r where r·(d_in+d_out) > d_in·d_out, only at 'host').
+every target of that shape (and lowers SHiRA's r where r·(d_in+d_out) > d_in·d_out, only at 'host'). At 'host'
+(64-wide layers) VB-LoRA's r=16 with 32-long vectors trips lora-lite's adapter-size guard at attach: its
+lora-lite row errors there (use --r 4, PEFT's default rank); every other row fits tiny, host, 0.6b and 8b.
 
     specs = {**variant_specs(args.r), **new_variant_specs(args.r, args.shape)}
 
