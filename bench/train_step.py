@@ -15,6 +15,8 @@ Prints a markdown table (step time as a multiple of the floor, peak memory) and 
 from __future__ import annotations
 import argparse, gc, json, math, os, platform, statistics, sys, time, traceback
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from new_variant_specs import new_variant_specs  # noqa: E402  (the ten variants of issue 19, with their PEFT twins)
 
 SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
     'tiny': dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=4,
@@ -30,6 +32,7 @@ SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
 }
 TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 ORDER = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
+NEW = ['loha', 'lokr', 'boft', 'fourierft', 'shira', 'randlora', 'miss', 'c3a', 'vblora', 'psoft']
 ALIASES = {'ia3-kvd': 'ia3', 'oft-neumann': 'oft'}  # bench rows that are another configuration of a variant
 
 
@@ -108,9 +111,10 @@ def available_variants(names):
 # ---------------------------------------------------------------------------------------------
 # Model, timing, memory.
 
-def build_model(shape: str, dtype, device):
+def build_model(shape: str, dtype, device, layers: int = 0):
     import transformers
     kw = dict(SHAPES[shape], max_position_embeddings=4096, tie_word_embeddings=False, attention_dropout=0.0)
+    if layers: kw['num_hidden_layers'] = layers
     cfg = transformers.Qwen3Config(**kw)
     torch.manual_seed(0)
     with torch.device(device):
@@ -155,15 +159,18 @@ def time_steps(model, ids, params, warmup, steps, device):
 
 
 def profile_step(model, ids, opt, device, top=15):
-    "The `top` ops of one training step by self device time (CPU time on a CPU): [(name, ms, calls)]."
+    "One profiled training step: wall ms, host (self CPU) ms, device ms, kernel launches, and the `top` ops by self device time (CPU time on a CPU)."
     from torch.profiler import profile, ProfilerActivity
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     with profile(activities=acts) as prof:
-        train_step(model, ids, opt); sync(device)
+        t0 = time.perf_counter(); train_step(model, ids, opt); sync(device); wall = (time.perf_counter() - t0) * 1e3
+    avg = prof.key_averages()
     key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
-    ev = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
-    total = sum(getattr(e, key) for e in prof.key_averages()) / 1e3
-    return dict(total_ms=total, ops=[(e.key[:80], round(getattr(e, key) / 1e3, 3), e.count) for e in ev])
+    ev = sorted(avg, key=lambda e: getattr(e, key), reverse=True)[:top]
+    launches = sum(e.count for e in avg if e.key in ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernelEx'))
+    return dict(wall_ms=round(wall, 2), host_ms=round(sum(e.self_cpu_time_total for e in avg) / 1e3, 2),
+                device_ms=round(sum(getattr(e, 'self_device_time_total', 0) for e in avg) / 1e3, 2), launches=launches,
+                total_ms=sum(getattr(e, key) for e in avg) / 1e3, ops=[(e.key[:80], round(getattr(e, key) / 1e3, 3), e.count) for e in ev])
 
 
 def peak_gib(device):
@@ -232,11 +239,21 @@ def run_row(model, ids, args, device, variant, impl, setup):
         sync(device); row['init_s'] = time.perf_counter() - t0
         row['trainable'] = sum(p.numel() for p in params)
         row['adapter_dtype'] = str(params[0].dtype).removeprefix('torch.') if params else None
+        if args.compile:  # compile time = the first step's; graph breaks from dynamo's counters
+            from torch._dynamo.utils import counters
+            torch._dynamo.reset(); counters.clear()
+            runner = torch.compile(runner)
+            sync(device); t0 = time.perf_counter(); train_step(runner, ids, None); sync(device)
+            row['compile_s'] = time.perf_counter() - t0
+            row['graph_breaks'] = sum(counters['graph_break'].values())
+            for p_ in params: p_.grad = None
         with StallWatch() as sw: row['ms'], row['all_ms'], opt = time_steps(runner, ids, params, args.warmup, args.steps, device)
         row['alloc_retries'], row['gc_ms'], row['gc_runs'] = sw.retries, round(sw.gc_ms, 2), sw.gc_runs
         row['peak_gib'] = peak_gib(device); row['status'] = 'ok'
         if args.profile and (args.profile == 'all' or variant in args.profile.split(',')) and impl in args.profile_impls.split(','):
             row['profile'] = profile_step(runner, ids, opt, device)
+            pr = row['profile']
+            print(f"    profile {variant} {impl}: wall {pr['wall_ms']:.1f} ms, host {pr['host_ms']:.1f} ms, device {pr['device_ms']:.1f} ms, {pr['launches']} launches", flush=True)
         del opt
     except torch.OutOfMemoryError:
         row['status'] = 'OOM'
@@ -251,6 +268,7 @@ def run_row(model, ids, args, device, variant, impl, setup):
     reset_mem(device)
     print(f"  {variant:7s} {impl:22s} {row.get('ms', float('nan')):9.2f} ms  {row.get('peak_gib', float('nan')):7.2f} GiB  "
           f"init {row.get('init_s', float('nan')):6.2f} s  {row['status']}"
+          + (f"  compile {row['compile_s']:.1f} s, {row['graph_breaks']} graph breaks" if 'compile_s' in row else '')
           + (f"  (steps {min(row['all_ms']):.0f}–{max(row['all_ms']):.0f} ms, alloc retries {row['alloc_retries']}, gc {row['gc_runs']}× {row['gc_ms']:.1f} ms)" if 'alloc_retries' in row else ''), flush=True)
     return row
 
@@ -357,8 +375,8 @@ def save_json(args, argv, device, rows, init_rows, md):
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     floors = [r['ms'] for r in rows if r['variant'] == 'floor' and r['status'] == 'ok']
     meta = dict(command='python ' + ' '.join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
-                versions=versions(), shape=args.shape, model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
-                r=args.r, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device),
+                versions=versions(), shape=args.shape, layers=args.layers or SHAPES[args.shape]['num_hidden_layers'], model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
+                r=args.r, compile=args.compile, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device),
                 floor_ms=statistics.median(floors) if floors else None, complete=md is not None)
     with open(args.json, 'w') as f: json.dump(dict(meta=meta, rows=rows, pissa_init=init_rows, table=md), f, indent=1)
 
@@ -376,9 +394,9 @@ def main(argv=None):
     p.add_argument('--r', type=int, default=16)
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only) and 'oft-neumann' (OFTv2's series, both libraries)")
+    p.add_argument('--variants', default=','.join(ORDER), help="comma-separated, or 'new' for issue 19's ten; missing lora-lite variants are skipped; also 'ia3-kvd' (IA3 on k, v, down only) and 'oft-neumann' (OFTv2's series, both libraries)")
     p.add_argument('--impls', default='ll,ll-fp32,peft,peft-bf16',
-                   help="ll: lora-lite default; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-bf16: bf16 storage; ll-addmm, ll-autograd: LoRA levers; peft: PEFT default (fp32 adapters); peft-bf16")
+                   help="ll: lora-lite default (impl='auto'); ll-fast: impl='fast' (the fast path on every call); ll-ref: impl='reference'; ll-fp32: compute='adapter'; ll-input: compute='input'; ll-bf16: bf16 storage; ll-addmm, ll-autograd: LoRA levers; peft: PEFT default (fp32 adapters); peft-bf16")
     p.add_argument('--fp32-variants', default='', help="limit ll-fp32 rows to these variants (default: all)")
     p.add_argument('--no-peft', action='store_true')
     p.add_argument('--pissa-init', action='store_true', help='also time PiSSA init, full vs fast SVD')
@@ -387,6 +405,8 @@ def main(argv=None):
     p.add_argument('--profile-impls', default='ll', help="which implementations --profile covers (comma-separated)")
     p.add_argument('--repeat', type=int, default=1, help='run the whole variant list this many times; the table shows each row\'s median')
     p.add_argument('--floor-every', type=int, default=0, help='also time the floor after every N variant rows (0: only first and last); the ratio uses the median floor')
+    p.add_argument('--layers', type=int, default=0, help="override the shape's number of blocks (0: the shape's own)")
+    p.add_argument('--compile', action='store_true', help='torch.compile each row (the floor too); reports compile time and graph breaks')
     p.add_argument('--json', default='')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)
@@ -401,18 +421,19 @@ def main(argv=None):
     import lora_lite  # noqa: F401
 
     t0 = time.perf_counter()
-    model = build_model(args.shape, dtype, device)
+    model = build_model(args.shape, dtype, device, args.layers)
     print(f"built {args.shape} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, {args.dtype}) on {device} "
           f"in {time.perf_counter() - t0:.1f} s; batch {args.batch}x{args.seq}", flush=True)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0)).to(device)
 
-    names = [v for v in args.variants.split(',') if v]
+    names = [w for v in args.variants.split(',') if v for w in (NEW if v == 'new' else [v])]
     have = available_variants(names)
     if missing := [v for v in names if v not in have]: print(f"lora-lite has no {missing} yet: their lora-lite rows are skipped")
-    specs = variant_specs(args.r)
+    specs = {**variant_specs(args.r), **new_variant_specs(args.r, SHAPES[args.shape])}
     fp32_only = set(args.fp32_variants.split(',')) if args.fp32_variants else None
-    compute_of = {'ll': None, 'll-fp32': 'adapter', 'll-input': 'input'}
+    compute_of = {'ll': None, 'll-fp32': 'adapter', 'll-input': 'input', 'll-fast': None, 'll-ref': None}
+    impl_of = {'ll-fast': 'fast', 'll-ref': 'reference'}
     levers = register_levers()
 
     for _ in range(2): train_step(model, ids, None)  # global warm-up: kernels, allocator, autotuning
@@ -436,7 +457,8 @@ def main(argv=None):
                 setup = lambda kw=dict(llkw, dtype='bfloat16'): attach_ll(model, kw, 'input')
             elif impl in compute_of:
                 if v not in have or (impl == 'll-fp32' and fp32_only is not None and v not in fp32_only): continue
-                setup = lambda kw=llkw, c=compute_of[impl]: attach_ll(model, kw, c)
+                kw = dict(llkw, impl=impl_of[impl]) if impl in impl_of else llkw
+                setup = lambda kw=kw, c=compute_of[impl]: attach_ll(model, kw, c)
             else:
                 setup = lambda f=pf, bf=impl == 'peft-bf16': attach_peft(model, f, bf)
             add(run_row(model, ids, args, device, v, impl, setup))

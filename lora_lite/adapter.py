@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .config import LoraLiteConfig
 from .variant import get_variant, Variant, short
-from .speed import hook_functions
+from .speed import hook_functions, fast_pays
 from .target import find_targets, is_linear_like
 
 # %% auto #0
@@ -28,24 +28,31 @@ def _compute_dtype(cfg, x):
     return cfg.torch_dtype if x.dtype != cfg.torch_dtype else None
 
 # %% ../nbs/03_adapter.ipynb #e3e061df
-class OutputHook:
-    "Forward hook: `y -> forward(layer, x, y)` in the compute dtype, returned in `y`'s dtype. Pickles as `(V, cfg)`."
-    def __init__(self, V, cfg): self.V, self.cfg, self.fwd = V, cfg, hook_functions(V, cfg)[0]
+class _Hook:
+    "What both hooks share: the fast and reference functions of one side, and `impl='auto'`'s per-call choice."
+    side = 0
+    def __init__(self, V, cfg):
+        self.V, self.cfg = V, cfg
+        self.fast, self.ref = hook_functions(V, cfg)[self.side], (V.forward, V.forward_input)[self.side]
+        self.sized = cfg.impl == 'auto' and self.fast is not self.ref
     def __reduce__(self): return (type(self), (self.V, self.cfg))
+    def pick(self, layer, x): return self.fast if not self.sized or fast_pays(layer, x) else self.ref
+
+class OutputHook(_Hook):
+    "Forward hook: `y -> forward(layer, x, y)` in the compute dtype, returned in `y`'s dtype. Pickles as `(V, cfg)`."
     def __call__(self, layer, args, y):
         x = args[0]
         cdt = _compute_dtype(self.cfg, x)
-        out = self.fwd(layer, x if cdt is None else x.to(cdt), y)
+        out = self.pick(layer, x)(layer, x if cdt is None else x.to(cdt), y)
         return out if out.dtype == y.dtype else out.to(y.dtype)
 
-class InputHook:
+class InputHook(_Hook):
     "Forward pre-hook: `x -> forward_input(layer, x)`, returned in `x`'s dtype. Pickles as `(V, cfg)`."
-    def __init__(self, V, cfg): self.V, self.cfg, self.fwd = V, cfg, hook_functions(V, cfg)[1]
-    def __reduce__(self): return (type(self), (self.V, self.cfg))
+    side = 1
     def __call__(self, layer, args):
         x = args[0]
         cdt = _compute_dtype(self.cfg, x)
-        xn = self.fwd(layer, x if cdt is None else x.to(cdt))
+        xn = self.pick(layer, x)(layer, x if cdt is None else x.to(cdt))
         return (xn if xn.dtype == x.dtype else xn.to(x.dtype),) + tuple(args[1:])
 
 # %% ../nbs/03_adapter.ipynb #0e47e4fc

@@ -16,7 +16,7 @@ __all__ = ['DTYPES', 'COMPUTE', 'IMPLS', 'DEFAULT_EXCLUDE', 'MAX_SCALE', 'dtype_
 # %% ../nbs/00_config.ipynb #2835f7fa
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float64': torch.float64}
 COMPUTE = ('auto', 'adapter', 'input')
-IMPLS = ('auto', 'reference')
+IMPLS = ('auto', 'fast', 'reference')
 DEFAULT_EXCLUDE = (r'lm_head', r'embed')
 
 def dtype_name(dt) -> str:
@@ -140,8 +140,9 @@ def _check_choices(self):
                          "the activations' dtype, 'auto' in the activations' dtype for bf16/fp16 on an accelerator "
                          f"and in the adapter dtype otherwise; got {_short(self.compute)}")
     if self.impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}: 'auto' uses a variant's registered fast path, 'reference' its "
-                         f"plain-PyTorch forward; got {_short(self.impl)}")
+        raise ValueError(f"impl must be one of {IMPLS}: 'auto' uses a variant's registered fast path where a call is "
+                         f"large enough to repay it, 'fast' always, 'reference' never (the plain-PyTorch forward); "
+                         f"got {_short(self.impl)}")
 LoraLiteConfig._check_layers, LoraLiteConfig._check_choices = _check_layers, _check_choices
 
 # %% ../nbs/00_config.ipynb #27f30c87

@@ -11,8 +11,8 @@ from torch import nn
 from .variant import VARIANTS
 
 # %% auto #0
-__all__ = ['FAST', 'SHIPPED_FAST', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast', 'fast_path', 'hook_functions',
-           'fresh_output_layer', 'first_to_see_output', 'writable_tensor', 'writable_output', 'constants',
+__all__ = ['FAST', 'SHIPPED_FAST', 'MIN_FAST_WORK', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast', 'fast_path', 'hook_functions',
+           'fast_pays', 'fresh_output_layer', 'first_to_see_output', 'writable_tensor', 'writable_output', 'constants',
            'first_order', 'gemm_into', 'add_product']
 
 # %% ../nbs/06_speed.ipynb #e6c5dd42
@@ -41,10 +41,17 @@ def fast_path(V: type) -> dict | None:
     return FAST.get(V)
 
 def hook_functions(V: type, cfg) -> tuple[Callable | None, Callable | None]:
-    "`(forward, forward_input)` for the hooks: `V`'s fast path under `impl='auto'` where one is registered, else its reference."
-    f = fast_path(V) if cfg.impl == 'auto' else None
+    "`(forward, forward_input)` for the hooks: `V`'s fast path under `impl='auto'`/`'fast'` where one is registered, else its reference."
+    f = fast_path(V) if cfg.impl in ('auto', 'fast') else None
     if f is None: return V.forward, V.forward_input
     return f['forward'] or V.forward, f['forward_input'] or V.forward_input
+
+# %% ../nbs/06_speed.ipynb #64904733
+MIN_FAST_WORK = 2 ** 35
+
+def fast_pays(layer: nn.Module, x: torch.Tensor) -> bool:
+    "`impl='auto'`'s choice for one call: tokens · d_in · d_out of `x` through `layer` is at least `MIN_FAST_WORK`, and nothing is compiling."
+    return x.numel() * layer.out_features >= MIN_FAST_WORK and not torch.compiler.is_compiling()
 
 # %% ../nbs/06_speed.ipynb #4e942818
 def fresh_output_layer(layer: nn.Module) -> bool:

@@ -236,9 +236,9 @@ def check_reference(make_model, cfg, inp, reference, atol=1e-5, layer=None, cali
 
 # %% ../nbs/04_testing.ipynb #8bef7332
 def fast_and_reference(make_model, cfg, inp, calibration=None, seed=0) -> dict:
-    "`{impl: (output, {name: grad})}` for `impl='reference'` and `'auto'`, same perturbed adapter; `'input'` is the input's grad."
+    "`{impl: (output, {name: grad})}` for `impl='reference'` and `'fast'`, same perturbed adapter; `'input'` is the input's grad."
     runs = {}
-    for impl in ('reference', 'auto'):
+    for impl in ('reference', 'fast'):
         m = make_model(); attach_with(m, replace(cfg, impl=impl), calibration); perturb_(m, seed=seed)
         m.train()
         x = inp.detach().clone().requires_grad_(True) if torch.is_floating_point(inp) else inp
@@ -260,9 +260,9 @@ def check_fast(make_model, cfg, inp, atol=1e-10, calibration=None) -> float:
     "The registered fast path equals the reference: output and every gradient within `atol` (relative). Returns the worst."
     V = get_variant(cfg.variant)
     assert fast_path(V) is not None, f"no fast path is registered for {V.__name__}: nothing to check"
-    assert hook_functions(V, replace(cfg, impl='auto')) != hook_functions(V, replace(cfg, impl='reference'))
+    assert hook_functions(V, replace(cfg, impl='fast')) != hook_functions(V, replace(cfg, impl='reference'))
     runs = fast_and_reference(make_model, cfg, inp, calibration)
-    (y0, g0), (y1, g1) = runs['reference'], runs['auto']
+    (y0, g0), (y1, g1) = runs['reference'], runs['fast']
     assert g0.keys() == g1.keys(), f"different trainable tensors: {sorted(g0.keys() ^ g1.keys())[:5]}"
     none = [k for k in g0 if (g0[k] is None) != (g1[k] is None)]
     assert not none, f"a gradient is missing on one path only: {none[:5]}"
