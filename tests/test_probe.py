@@ -1,10 +1,11 @@
 "`lora-lite probe`: every variant on the tiny model, the exit codes (1 a variant failed, 2 an input it cannot use, 130 interrupted), the output folder, the entry points, and LoRA on real SmolLM2 weights."
 import json, os, shutil, signal, subprocess, sys, time
+from pathlib import Path
 import torch
 import pytest
 import lora_lite as ll
 from lora_lite.variant import Variant, ParamSpec
-from lora_lite.probe import probe_main, discover_variants, COLUMNS
+from lora_lite.probe import probe_main
 from lora_lite.cli import main
 
 TINY = ['--model', 'tiny-random', '--steps', '5', '--lr', '3e-2', '--quiet']
@@ -29,20 +30,7 @@ class _TestRefuses(_TestDead):
 def _rows(out): return {r['variant']: r for r in json.loads((out / 'probe.json').read_text())['rows']}
 
 
-def test_tiny_every_variant(tmp_path, capsys):
-    assert main(['probe', *TINY, '--out', str(tmp_path)]) == 0
-    rows = _rows(tmp_path)
-    names, broken = discover_variants()
-    assert not broken and 'lora' in names and list(rows) == names
-    for r in rows.values():
-        assert r['status'] == 'PASS', r
-        assert r['targets'] == 2 and r['trainable'] > 0 and r['perturb'] > 0 and r['grad'] > 0 and r['dθ'] > 0
-        assert r['lossN'] < r['loss0'] and r['reload'] == 0
-        assert (tmp_path / f"{r['variant']}.safetensors").exists()
-    assert rows['lora']['id_err'] == 0
-    assert (tmp_path / 'probe_loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    table = capsys.readouterr().out
-    assert '| ' + ' | '.join(COLUMNS) in table and table.count('| PASS |') == len(names)
+# Every variant on the tiny model: tests/test_no_triton.py (the same `lora-lite probe` run, with Triton hidden).
 
 
 def test_failing_checks_exit_nonzero(tmp_path):
@@ -126,14 +114,19 @@ def test_out_holds_one_run(tmp_path):
 
 
 def test_ctrl_c_leaves_the_previous_run(tmp_path):
-    "SIGINT while the second run trains: exit 130, the folder still holds the first run exactly, no staging folder left."
+    """SIGINT while the second run trains: exit 130, the folder still holds the first run exactly, no staging folder left.
+    The second run is `python -m lora_lite.probe` with OMP_WAIT_POLICY unset: it re-executes itself with PASSIVE."""
     out = tmp_path / 'probe_out'
     assert probe_main([*TINY, '--variants', 'ia3', '--steps', '2', '--out', str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    cmd = [sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', 'dora', 'vera', '--steps', '100000', '--out', str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
+    cmd = [sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', 'dora', 'vera', '--steps', '100000',
+           '--out', str(out)]
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     t0 = time.time()
     while not list(tmp_path.glob('.probe_out.partial-*')) and time.time() - t0 < 120: time.sleep(0.2)
+    environ = Path(f'/proc/{proc.pid}/environ')
+    policy = [e for e in environ.read_bytes().split(b'\0') if e.startswith(b'OMP_WAIT_POLICY=')] if environ.exists() else None
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -141,6 +134,7 @@ def test_ctrl_c_leaves_the_previous_run(tmp_path):
     assert 'left as it was' in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['probe_out']
+    assert policy in (None, [b'OMP_WAIT_POLICY=PASSIVE']), policy   # None: no /proc to read (not Linux)
 
 
 def test_folder_without_tokenizer(tmp_path, capsys):
@@ -163,39 +157,47 @@ def test_bad_out_device_config(tmp_path, capsys):
         assert 'no CUDA GPU' in _input_error(['--device', 'cuda', '--out', str(tmp_path / 'o')], capsys)
 
 
-def test_python_dash_m(tmp_path):
-    "Also sets OMP_WAIT_POLICY=PASSIVE (by re-executing itself) when the user did not set it."
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    r = subprocess.run([sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', '--steps', '2', '--out', str(tmp_path)],
-                       capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr
-    assert '| lora | 2 |' in r.stdout and 'PASS' in r.stdout
-    assert json.loads((tmp_path / 'probe.json').read_text())['settings']['omp_wait_policy'] == 'PASSIVE'
-
-
-def test_console_script_help():
+def test_console_script_help_imports_no_variant():
+    "`lora-lite probe --help` (the installed script) lists options and variants without importing a variant module nor Triton."
     exe = shutil.which('lora-lite')
     assert exe, "the lora-lite console script is not installed: pip install -e ."
-    r = subprocess.run([exe, 'probe', '--help'], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([exe, 'probe', '--help'], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'PYTHONPROFILEIMPORTTIME': '1'})
     assert r.returncode == 0 and '--load-in-4bit' in r.stdout and '--variants' in r.stdout
     assert all(n in r.stdout for n in ('lora', 'dora', 'pissa', 'svd_basis', 'eva')), r.stdout
+    imported = {line.rsplit('|', 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith('import time:')}
+    assert 'lora_lite.cli' in imported and 'torch' in imported, sorted(imported)[:20]   # the import log is read
+    heavy = {'triton', 'lora_lite.dora', 'lora_lite.kernels'}
+    assert not imported & heavy, imported & heavy
 
 
-def test_help_lists_variants_without_importing_them():
-    code = ("import sys\nfrom lora_lite.cli import main\ntry: main(['probe', '--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in sys.modules if m in ('triton', 'lora_lite.dora', 'lora_lite.kernels')))")
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and 'dora' in r.stdout and r.stdout.strip().endswith('[]'), r.stdout[-500:] + r.stderr[-2000:]
-
-
-@pytest.mark.parametrize('policy', [None, 'ACTIVE'])
-def test_console_script_sets_passive_threads(tmp_path, policy):
-    "The console script runs the probe with OMP_WAIT_POLICY=PASSIVE unless the user set it."
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'} | ({'OMP_WAIT_POLICY': policy} if policy else {})
-    r = subprocess.run([shutil.which('lora-lite'), 'probe', *TINY, '--variants', 'ia3', '--steps', '1', '--out', str(tmp_path / 'o')],
-                       capture_output=True, text=True, timeout=300, env=env)
+def test_console_script_sets_passive_threads(tmp_path):
+    "The installed script, OMP_WAIT_POLICY unset: it re-executes itself with PASSIVE and the probe runs (one subprocess)."
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    argv = ['probe', *TINY, '--variants', 'ia3', '--steps', '1', '--out', str(tmp_path / 'o')]
+    r = subprocess.run([shutil.which('lora-lite'), *argv], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / 'o' / 'probe.json').read_text())['settings']['omp_wait_policy'] == (policy or 'PASSIVE')
+    assert '| ia3 | 2 |' in r.stdout and 'PASS' in r.stdout
+    assert json.loads((tmp_path / 'o' / 'probe.json').read_text())['settings']['omp_wait_policy'] == 'PASSIVE'
+
+
+class _Exec(Exception): pass
+
+
+def test_main_reexecs_or_keeps_the_users_policy(tmp_path, monkeypatch):
+    """The script's `main()` (no argv: it reads sys.argv): unset, it re-executes `python -m lora_lite.cli` with the same
+    arguments and PASSIVE; set by the user (ACTIVE), it runs as it is and the probe records ACTIVE. In process, exec caught."""
+    def execv(path, args): raise _Exec(path, args)
+    monkeypatch.setattr(os, 'execv', execv)
+    argv = ['probe', *TINY, '--variants', 'ia3', '--steps', '1', '--out', str(tmp_path / 'o')]
+    monkeypatch.setattr(sys, 'argv', ['lora-lite', *argv])
+    monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
+    with pytest.raises(_Exec) as e: main()
+    assert e.value.args == (sys.executable, [sys.executable, '-m', 'lora_lite.cli', *argv])
+    assert os.environ['OMP_WAIT_POLICY'] == 'PASSIVE' and not (tmp_path / 'o').exists()
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'ACTIVE')
+    assert main() == 0
+    assert json.loads((tmp_path / 'o' / 'probe.json').read_text())['settings']['omp_wait_policy'] == 'ACTIVE'
 
 
 def test_smollm2_lora(tmp_path):

@@ -1,18 +1,31 @@
 """examples/train_trainer.py on the tiny model: trains under transformers.Trainer, checkpoints hold only the adapter file,
 a fresh run resumed from the middle checkpoint ends exactly like the uninterrupted one, and the final adapter loads with ll.load."""
-import json, os, pathlib, subprocess, sys
+import importlib.util, json, os, pathlib, subprocess, sys
 import pytest
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'train_trainer.py'
 
 
+def _example(tmp_path, variant, capsys):
+    "Run the example on the tiny model: PiSSA as a script (a subprocess), LoRA in this process (no second import)."
+    argv = ['--model', 'tiny-random', '--variant', variant, '--steps', '6', '--batch', '8', '--lr', '2e-2', '--check-resume',
+            '--out', str(tmp_path / 'run')]
+    if variant == 'pissa':
+        r = subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+    spec = importlib.util.spec_from_file_location('train_trainer_example', EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    capsys.readouterr()
+    assert mod.main(argv) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize('variant', ['lora', 'pissa'])
-def test_trainer_example(tmp_path, variant):
-    cmd = [sys.executable, str(EXAMPLE), '--model', 'tiny-random', '--variant', variant, '--steps', '6', '--batch', '8',
-           '--lr', '2e-2', '--check-resume', '--out', str(tmp_path / 'run')]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'})
-    assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads(r.stdout.strip().splitlines()[-1])
+def test_trainer_example(tmp_path, variant, capsys):
+    s = json.loads(_example(tmp_path, variant, capsys).strip().splitlines()[-1])
     assert len(s['losses']) == 6 and s['losses'][-1] < s['losses'][0], s['losses']
     assert s['checkpoint_files'] == ['adapter.safetensors', 'optimizer.pt', 'rng_state.pth', 'scheduler.pt',
                                      'trainer_state.json', 'training_args.bin']
