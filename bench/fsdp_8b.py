@@ -24,7 +24,7 @@ refused. Writes `fsdp.json` and `fsdp.md` to `--out`; exit status 1 if a check f
 the median after the first (warm-up) step; peak memory is `torch.cuda.max_memory_allocated` (none on CPU).
 """
 from __future__ import annotations
-import argparse, gc, json, os, platform, statistics, sys, time
+import argparse, datetime, gc, json, os, platform, statistics, sys, time
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -84,6 +84,7 @@ def setup(a):
     device = torch.device('cuda', local) if a.device == 'cuda' else torch.device('cpu')
     if device.type == 'cuda': torch.cuda.set_device(device)
     backend, kw = ('nccl', dict(device_id=device)) if device.type == 'cuda' else ('gloo', {})
+    kw['timeout'] = datetime.timedelta(minutes=30)  # the other ranks wait while rank 0 runs the one-device baseline
     if 'RANK' in os.environ: dist.init_process_group(backend, **kw)
     else: dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, **kw)
     return dist.get_rank(), dist.get_world_size(), device
