@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .config import LoraLiteConfig
 from .variant import get_variant, Variant, short
-from .speed import hook_functions, fast_pays
+from .speed import hook_functions, fast_pays, fast_min_work
 from .target import find_targets, is_linear_like
 
 # %% auto #0
@@ -34,9 +34,9 @@ class _Hook:
     def __init__(self, V, cfg):
         self.V, self.cfg = V, cfg
         self.fast, self.ref = hook_functions(V, cfg)[self.side], (V.forward, V.forward_input)[self.side]
-        self.sized = cfg.impl == 'auto' and self.fast is not self.ref
+        self.sized, self.min_work = cfg.impl == 'auto' and self.fast is not self.ref, fast_min_work(V)
     def __reduce__(self): return (type(self), (self.V, self.cfg))
-    def pick(self, layer, x): return self.fast if not self.sized or fast_pays(layer, x) else self.ref
+    def pick(self, layer, x): return self.fast if not self.sized or fast_pays(layer, x, self.min_work) else self.ref
 
 class OutputHook(_Hook):
     "Forward hook: `y -> forward(layer, x, y)` in the compute dtype, returned in `y`'s dtype. Pickles as `(V, cfg)`."

@@ -12,8 +12,8 @@ from .variant import VARIANTS
 
 # %% auto #0
 __all__ = ['FAST', 'SHIPPED_FAST', 'MIN_FAST_WORK', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast', 'fast_path', 'hook_functions',
-           'fast_pays', 'fresh_output_layer', 'first_to_see_output', 'writable_tensor', 'writable_output', 'constants',
-           'first_order', 'gemm_into', 'add_product']
+           'fast_pays', 'fast_min_work', 'fresh_output_layer', 'first_to_see_output', 'writable_tensor',
+           'writable_output', 'constants', 'first_order', 'gemm_into', 'add_product']
 
 # %% ../nbs/06_speed.ipynb #e6c5dd42
 FAST: dict[type, dict] = {}
@@ -22,12 +22,13 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'road': 'lora_lite.fast_road', 'hra': 'lora_lite.fast_hra', 'oft': 'lora_lite.fast_oft',
                 'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis'}
 
-def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None) -> type:
-    "Register fast `forward`/`forward_input` for exactly the class `V` (never its subclasses); `V.name` then resolves to `V`."
+def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None,
+                  min_work: int | None = None) -> type:
+    "Register fast `forward`/`forward_input` for exactly the class `V` (never its subclasses); `V.name` then resolves to `V`. `min_work`: see `fast_pays`."
     for k, f in (('forward', forward), ('forward_input', forward_input)):
         if f is not None and getattr(V, k) is None: raise TypeError(f"{V.__name__} has no reference {k}; a fast path cannot add one")
     if forward is None and forward_input is None: raise TypeError("register_fast needs forward and/or forward_input")
-    FAST[V] = dict(forward=forward, forward_input=forward_input)
+    FAST[V] = dict(forward=forward, forward_input=forward_input, min_work=min_work)
     old = VARIANTS.get(V.name)
     if old is not None and old is not V and old.__module__ == '__main__' and old.__qualname__ == V.__qualname__:
         VARIANTS[V.name] = V   # a notebook's copy of V, left by an earlier notebook in this process
@@ -46,12 +47,17 @@ def hook_functions(V: type, cfg) -> tuple[Callable | None, Callable | None]:
     if f is None: return V.forward, V.forward_input
     return f['forward'] or V.forward, f['forward_input'] or V.forward_input
 
-# %% ../nbs/06_speed.ipynb #64904733
+# %% ../nbs/06_speed.ipynb #f7a44f4e
 MIN_FAST_WORK = 2 ** 35
 
-def fast_pays(layer: nn.Module, x: torch.Tensor) -> bool:
-    "`impl='auto'`'s choice for one call: tokens · d_in · d_out of `x` through `layer` is at least `MIN_FAST_WORK`, and nothing is compiling."
-    return x.numel() * layer.out_features >= MIN_FAST_WORK and not torch.compiler.is_compiling()
+def fast_pays(layer: nn.Module, x: torch.Tensor, min_work: int | None = None) -> bool:
+    "`impl='auto'`'s choice for one call: tokens · d_in · d_out of `x` through `layer` is at least `min_work` (default `MIN_FAST_WORK`), and nothing is compiling."
+    need = MIN_FAST_WORK if min_work is None else min_work
+    return x.numel() * layer.out_features >= need and not torch.compiler.is_compiling()
+
+def fast_min_work(V: type) -> int | None:
+    "The `min_work` `V`'s fast path was registered with (None: `MIN_FAST_WORK`)."
+    return (fast_path(V) or {}).get('min_work')
 
 # %% ../nbs/06_speed.ipynb #4e942818
 def fresh_output_layer(layer: nn.Module) -> bool:
