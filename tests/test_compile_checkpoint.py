@@ -1,5 +1,7 @@
 """Speed features must not change what is computed.
 
+The fast paths run here (`impl='fast'`): `impl='auto'` would take the references on these tiny layers.
+
 - `torch.compile` of a whole model with adapters attached traces the hooks (one graph, no breaks)
   and matches eager, forward and gradients;
 - gradient checkpointing (reentrant and not) gives the adapters the same gradients as none;
@@ -28,7 +30,7 @@ CASES = VARIANTS + (['oft-neumann'] if 'oft' in VARIANTS else [])   # a variant'
 
 
 def cfg_for(v, **kw):
-    base = dict(variant=v, r=4, alpha=8)
+    base = dict(variant=v, r=4, alpha=8, impl='fast')
     base.update(CFG_KW.get(v, {}))
     v = base['variant']
     V = ll.get_variant(v)
@@ -81,6 +83,27 @@ def test_compile_matches_eager(v):
     CONSTANTS.clear()   # the compiled step must also build the variants' cached constants itself (as when it runs first)
     mc = torch.compile(m, backend='aot_eager', fullgraph=True)
     y1, g1 = loss_and_grads(mc, ids)
+    assert max_diff(y1, y0) <= 1e-5, f"{v}: compiled forward differs by {max_diff(y1, y0):.2e}"
+    assert g1.keys() == g0.keys() and g0
+    bad = {n: rel(g1[n], g0[n]) for n in g0 if rel(g1[n], g0[n]) > 1e-5}
+    assert not bad, f"{v}: compiled gradients differ: {bad}"
+
+
+TOY = {'fourierft': {'n_frequency': 64}, 'vblora': {'num_vectors': 32, 'vector_length': 8}}   # 32/64-wide layers
+
+
+@pytest.mark.parametrize('v', [v for v in ll.all_variants() if v not in VARIANTS])
+def test_compile_auto_every_variant(v):
+    "Every other shipped variant under the default `impl='auto'` (its reference while compiling): one graph, same step."
+    ids, V = token_input(), ll.get_variant(v)
+    torch.manual_seed(0)
+    m = tiny_qwen3(num_hidden_layers=1)
+    calib = [token_input(seed=s) for s in range(2)] if V.needs_calibration else None
+    ll.attach(m, ll.LoraLiteConfig(variant=v, r=4, alpha=8, options=TOY.get(v, {})), calibration_data=calib)
+    perturb_(m, scale=0.05)
+    y0, g0 = loss_and_grads(m, ids)
+    torch._dynamo.reset()
+    y1, g1 = loss_and_grads(torch.compile(m, backend='eager', fullgraph=True), ids)
     assert max_diff(y1, y0) <= 1e-5, f"{v}: compiled forward differs by {max_diff(y1, y0):.2e}"
     assert g1.keys() == g0.keys() and g0
     bad = {n: rel(g1[n], g0[n]) for n in g0 if rel(g1[n], g0[n]) > 1e-5}
