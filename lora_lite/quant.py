@@ -53,7 +53,7 @@ def quantize_linear(lin: nn.Linear, kind: str = 'nf4', device='cpu', threshold: 
     else:
         q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=has_b, compute_dtype=k['compute_dtype'],
                               compress_statistics=False, quant_type=k['quant_type'])
-        q.weight = bnb.nn.Params4bit(W, requires_grad=False, compress_statistics=False, quant_type=k['quant_type'])
+        q.weight = bnb.nn.Params4bit(W, requires_grad=False, compress_statistics=False, quant_type=k['quant_type'], module=q)
     if has_b: q.bias = nn.Parameter(lin.bias.detach().to('cpu').clone(), requires_grad=False)
     q = q.to(device)
     guard_quantized(q)
