@@ -59,6 +59,7 @@ def parse(argv=None):
     p.add_argument('--variants', default='lora,dora,pissa,oft', help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument('--quant', default='none', help='comma list of bases: none (the --dtype base), nf4 (bitsandbytes Linear4bit)')
     p.add_argument('--quant-storage', default='uint8', help='Linear4bit quant_storage (uint8: FSDP2 never casts it)')
+    p.add_argument('--impl', default='auto', choices=['auto', 'fast', 'reference'], help="LoraLiteConfig.impl (tests: fast)")
     p.add_argument('--adapter-rank', dest='r', type=int, default=16, help='r of the adapters (torchrun takes --r for itself)')
     p.add_argument('--steps', type=int, default=4, help='AdamW steps, the first one is warm-up for the timings')
     p.add_argument('--batch', type=int, default=8, help='global batch (sequences per step), split evenly over ranks')
@@ -105,7 +106,7 @@ def build(a, base, variant, device):
     m = build_model(a.shape, getattr(torch, a.dtype), device)
     if base == 'nf4': quantize_(m, a, device)
     torch.manual_seed(a.seed)
-    ll.attach(m, ll_config(dict(VARIANTS[variant](a.r), target_names=tuple(TARGETS)), None))
+    ll.attach(m, ll_config(dict(VARIANTS[variant](a.r), target_names=tuple(TARGETS), impl=a.impl), None))
     return m
 
 

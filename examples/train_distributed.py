@@ -53,6 +53,7 @@ def parse(argv=None):
     p.add_argument('--size', default='tiny', choices=sorted(SIZES))
     p.add_argument('--dtype', default='float32', choices=sorted(TOL), help='base model dtype (adapters stay float32)')
     p.add_argument('--variant', default='lora')
+    p.add_argument('--impl', default='auto', choices=['auto', 'fast', 'reference'], help="LoraLiteConfig.impl")
     p.add_argument('--compute', default='auto', choices=['auto', 'adapter', 'input'], help="LoraLiteConfig.compute")
     p.add_argument('--options', default='{}', help='variant options as JSON')
     p.add_argument('--r', type=int, default=8)
@@ -91,7 +92,7 @@ def build(a):
     "The seeded base model with the adapter attached, on CPU, identical on every rank."
     m = tiny_qwen3(seed=a.seed, dtype=getattr(torch, a.dtype), **SIZES[a.size])
     check_not_sharded(m)
-    cfg = ll.LoraLiteConfig(variant=a.variant, r=a.r, alpha=a.alpha, compute=a.compute, options=json.loads(a.options))
+    cfg = ll.LoraLiteConfig(variant=a.variant, r=a.r, alpha=a.alpha, compute=a.compute, impl=a.impl, options=json.loads(a.options))
     calib = [batch(a, 20_000 + i, m.config.vocab_size) for i in range(2)] if ll.get_variant(cfg.variant).needs_calibration else None
     ll.attach(m, cfg, calibration_data=calib)
     return m

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .config import LoraLiteConfig
 from .variant import get_variant, Variant, short
-from .speed import hook_functions, fast_pays, fast_min_work
+from .speed import hook_functions, fast_pays, fast_min_work, fast_path
 from .target import find_targets, is_linear_like
 
 # %% auto #0
@@ -34,7 +34,8 @@ class _Hook:
     def __init__(self, V, cfg):
         self.V, self.cfg = V, cfg
         self.fast, self.ref = hook_functions(V, cfg)[self.side], (V.forward, V.forward_input)[self.side]
-        self.sized, self.min_work = cfg.impl == 'auto' and self.fast is not self.ref, fast_min_work(V)
+        self.sized = cfg.impl == 'auto' and self.fast is not self.ref
+        self.min_work = fast_min_work(V) if self.sized else None
     def __reduce__(self): return (type(self), (self.V, self.cfg))
     def pick(self, layer, x): return self.fast if not self.sized or fast_pays(layer, x, self.min_work) else self.ref
 
@@ -173,6 +174,10 @@ def _check_attachable(model, cfg):
     V = get_variant(cfg.variant)
     if V.forward is None and V.forward_input is None:
         raise TypeError(f"variant {V.name!r} defines neither forward nor forward_input")
+    if cfg.impl == 'fast' and fast_path(V) is None:
+        raise ValueError(f"impl='fast', but no fast path is registered for {V.__name__} ({V.name!r}); use impl='auto' "
+                         "(the fast path where one exists and pays) or 'reference', or register one with "
+                         "lora_lite.speed.register_fast before attaching")
     return V
 
 # %% ../nbs/03_adapter.ipynb #57beef34

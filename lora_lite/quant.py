@@ -13,6 +13,8 @@ import lora_lite as ll
 from .adapter import guard_quantized
 from .variant import get_variant, all_variants
 from .testing import tiny_model, tiny_input, tiny_qwen3, token_input, outputs, task_loss, max_diff, perturb_, train_steps
+from .speed import fast_path
+
 
 # %% auto #0
 __all__ = ['KINDS', 'MATRIX_OPTIONS', 'PARITY_TOL', 'IDENTITY_ATOL', 'GRAD_TOL', 'is_bnb', 'quantize_linear', 'quantize_linears_',
@@ -196,7 +198,8 @@ def quant_case(variant: str, kind: str = 'nf4', where: str = 'layers', device='c
     make = lambda: quant_model(kind, where, device)
     inp, calib = quant_inputs(where, device)
     V = get_variant(variant)
-    cfg_kw = {'options': MATRIX_OPTIONS.get(variant, {}), **cfg_kw}
+    fastest = 'fast' if fast_path(V) is not None else 'reference'   # the fast path on these tiny layers, where one exists
+    cfg_kw = {'options': MATRIX_OPTIONS.get(variant, {}), 'impl': fastest, **cfg_kw}
     cfg = ll.LoraLiteConfig(variant=variant, r=r, alpha=2 * r, **cfg_kw)
     cal = calib if V.needs_calibration else None
     res = dict(variant=variant, kind=kind, where=where, status='ok')

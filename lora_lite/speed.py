@@ -54,7 +54,7 @@ MIN_FAST_WORK = 2 ** 35
 def fast_pays(layer: nn.Module, x: torch.Tensor, min_work: int | None = None) -> bool:
     "`impl='auto'`'s choice for one call: tokens · d_in · d_out of `x` through `layer` is at least `min_work` (default `MIN_FAST_WORK`), and nothing is compiling."
     need = MIN_FAST_WORK if min_work is None else min_work
-    return x.numel() * layer.out_features >= need and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and x.numel() * layer.out_features >= need   # no size guard while tracing
 
 def fast_min_work(V: type) -> int | None:
     "The `min_work` `V`'s fast path was registered with (None: `MIN_FAST_WORK`)."

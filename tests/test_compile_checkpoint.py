@@ -15,7 +15,7 @@ from lora_lite.variant import Variant, ParamSpec, cast
 from lora_lite.speed import CONSTANTS
 from lora_lite.testing import tiny_qwen3, token_input, perturb_, max_diff
 
-ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
+ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road', 'loha', 'boft']
 
 
 def _have(name):
@@ -108,6 +108,32 @@ def test_compile_auto_every_variant(v):
     assert g1.keys() == g0.keys() and g0
     bad = {n: rel(g1[n], g0[n]) for n in g0 if rel(g1[n], g0[n]) > 1e-5}
     assert not bad, f"{v}: compiled gradients differ: {bad}"
+
+
+def test_auto_compiles_without_size_guards():
+    "While compiling, 'auto' takes the reference without a guard on the token count: one graph for 4 and 40 tokens."
+    from lora_lite.speed import register_fast
+    from torch._dynamo.utils import counters
+    calls = []
+    class _Scale(Variant):
+        name = '_compile_scale_demo'
+        @staticmethod
+        def param_specs(d_in, d_out, cfg): return {'lora_g': ParamSpec((d_out,), 'ones')}
+        @staticmethod
+        def forward(layer, x, y): return y * cast(layer.lora_g, y)
+    def fast(layer, x, y):
+        calls.append(x.shape[0])
+        return y * cast(layer.lora_g, y)
+    register_fast(_Scale, forward=fast, min_work=1000)   # eager: 40 tokens (40*8*8 = 2560) would take it
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    ll.attach(m, ll.LoraLiteConfig(variant=_Scale))
+    torch._dynamo.reset()
+    counters.clear()
+    mc = torch.compile(m, backend='eager', dynamic=True)
+    for n in (4, 40): mc(torch.randn(n, 8))
+    assert calls == [] and counters['stats']['unique_graphs'] == 1, (calls, dict(counters['stats']))
+    m(torch.randn(40, 8))
+    assert calls == [40]
 
 
 def test_compile_inductor_lora():

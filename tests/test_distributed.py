@@ -37,7 +37,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp('dist')
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(SCRIPT),
-           '--out', str(out), '--steps', str(STEPS)]
+           '--out', str(out), '--steps', str(STEPS), '--impl', 'fast']   # the fast paths: 'auto' takes the references at this size
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     return out
@@ -98,7 +98,7 @@ def test_delora_shards_with_fsdp2(tmp_path):
     "DeLoRA's strength is a shape-(1,) tensor, so FSDP2 shards it (it refuses 0-dim parameters): same arithmetic as one process."
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(SCRIPT),
-           '--out', str(tmp_path), '--steps', '2', '--variant', 'delora', '--engines', 'single,accum,fsdp2']
+           '--out', str(tmp_path), '--steps', '2', '--variant', 'delora', '--engines', 'single,accum,fsdp2', '--impl', 'fast']
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     res = {r['engine']: r for r in json.loads((tmp_path / 'distributed.json').read_text())['results']}
@@ -119,7 +119,7 @@ def fsdp_run(tmp_path_factory):
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(BENCH),
            '--device', 'cpu', '--shape', 'tiny', '--quant', 'none,nf4', '--variants', ','.join(FSDP_VARIANTS),
-           '--steps', '2', '--batch', '4', '--seq', '16', '--adapter-rank', '4', '--out', str(out)]
+           '--steps', '2', '--batch', '4', '--seq', '16', '--adapter-rank', '4', '--impl', 'fast', '--out', str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     return out, {(r['base'], r['variant']): r for r in json.loads((out / 'fsdp.json').read_text())['rows']}

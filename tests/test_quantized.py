@@ -23,7 +23,7 @@ def test_qlora_cycle(tmp_path):
     ids = token_input()
     m = load_quantized(folder, "nf4", guard=False)
     assert all(type(l).__name__ == "Linear4bit" for n, l in m.named_modules() if n.endswith("_proj"))
-    ll.attach(m, ll.LoraLiteConfig(r=4, alpha=8, target_names=("q_proj", "v_proj")))
+    ll.attach(m, ll.LoraLiteConfig(r=4, alpha=8, target_names=("q_proj", "v_proj"), impl="fast"))
     opt = torch.optim.AdamW(ll.trainable_parameters(m), lr=5e-2)
     losses = []
     for step in range(6):
