@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_variant.ipynb #eebf6093
 from __future__ import annotations
-import importlib, math
+import importlib, math, sys
 from dataclasses import dataclass
 from typing import Callable
 import torch
@@ -52,17 +52,33 @@ def short(v, n: int = 60) -> str:
     return s if len(s) <= n else s[:n] + f'... ({len(s)} characters)'
 
 # %% ../nbs/01_variant.ipynb #3cfa4fc9
+def _shell_id() -> int | None:
+    "The running IPython shell (one per notebook under `nbdev_test`), or None outside IPython."
+    ip = sys.modules.get('IPython')
+    shell = ip.get_ipython() if ip is not None else None
+    return None if shell is None else id(shell)
+
+def _current(name: str) -> type | None:
+    "`VARIANTS[name]`, except a notebook's copy of a shipped class left by an earlier notebook in this process: then the shipped class."
+    V = VARIANTS.get(name)
+    if V is None or V.__module__ != '__main__' or name not in SHIPPED: return V
+    if V.__dict__.get('_lora_lite_shell', _shell_id()) == _shell_id(): return V
+    mod = importlib.import_module(SHIPPED[name])
+    VARIANTS[name] = next(c for c in vars(mod).values() if isinstance(c, type) and c.__dict__.get('name') == name
+                          and c.__module__ == mod.__name__)
+    return VARIANTS[name]
+
 def get_variant(v) -> type:
     "The variant class for a registered name (importing a shipped variant's module on demand) or a `Variant` subclass."
     if isinstance(v, type):
         if not issubclass(v, Variant): raise TypeError(f"{v.__name__} is not a lora_lite Variant subclass")
-        if VARIANTS.get(v.__dict__.get('name')) is not v:
+        if _current(v.__dict__.get('name')) is not v:
             raise TypeError(f"{v.__name__} has no name of its own: set `name = '...'` in its class body "
                             "(a subclass does not inherit its parent's registry entry)")
         return v
     if not isinstance(v, str): raise TypeError(f"variant must be a name or a Variant subclass, got {short(v)}")
     if v not in VARIANTS and v in SHIPPED: importlib.import_module(SHIPPED[v])
-    if v not in VARIANTS:
+    if _current(v) is None:
         raise ValueError(f"unknown variant {short(v)}; registered variants: {sorted(set(SHIPPED) | set(VARIANTS))}. "
                          "A variant of your own registers when its class is defined: import the module that "
                          "defines it first, or pass the class itself (LoraLiteConfig(variant=MyVariant)).")
@@ -71,6 +87,7 @@ def get_variant(v) -> type:
 def all_variants() -> dict[str, type]:
     "Every shipped variant (importing each module in `SHIPPED`) plus those defined in this process."
     for m in SHIPPED.values(): importlib.import_module(m)
+    for n in SHIPPED: _current(n)
     return dict(VARIANTS)
 
 # %% ../nbs/01_variant.ipynb #6178ff42
@@ -109,6 +126,7 @@ class Variant:
             raise ValueError(f"variant name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
                              "pick another name")
         VARIANTS[name] = cls
+        if cls.__module__ == '__main__': cls._lora_lite_shell = _shell_id()   # which notebook defined it
 
     @classmethod
     def check_options(cls, opts: dict) -> dict:
