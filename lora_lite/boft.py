@@ -9,8 +9,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
 
 # %% auto #0
-__all__ = ['MAX_BLOCK_SIZE', 'MAX_FACTORS', 'butterfly_perm', 'skew', 'cayley', 'rotate_blocks', 'boft_blocks', 'boft_rotate',
-           'boft_scale_output', 'boft_block_size', 'BOFT', 'boft_factor_matrices', 'plot_butterfly']
+__all__ = ['MAX_BLOCK_SIZE', 'MAX_FACTORS', 'butterfly_perm', 'rotate_blocks', 'boft_blocks', 'boft_rotate', 'boft_scale_output',
+           'boft_block_size', 'BOFT', 'boft_factor_matrices', 'plot_butterfly']
 
 # %% ../nbs/42_boft.ipynb #a99b4e16
 def butterfly_perm(d: int, b: int, i: int) -> torch.Tensor:
@@ -20,17 +20,7 @@ def butterfly_perm(d: int, b: int, i: int) -> torch.Tensor:
     return torch.cat([halves[:, 0::2], halves[:, 1::2]], 1).flatten()
 
 # %% ../nbs/42_boft.ipynb #82f1bcc8
-def skew(q: torch.Tensor, b: int) -> torch.Tensor:
-    "Skew-symmetric blocks `(..., b, b)` whose strictly upper entries, row by row, are `q (..., b(b-1)/2)`."
-    i, j = torch.triu_indices(b, b, 1, device=q.device)
-    U = q.new_zeros(*q.shape[:-1], b, b)
-    U[..., i, j] = q
-    return U - U.mT
-
-def cayley(Q: torch.Tensor) -> torch.Tensor:
-    "`(I + Q)(I - Q)^{-1}` for a batch of skew-symmetric blocks."
-    I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
-    return (I + Q) @ torch.linalg.inv(I - Q)
+from .variant import skew, cayley   # the shared Cayley helpers (01_variant)
 
 def rotate_blocks(x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     "`D x` over the last dim of `x` for the block-diagonal `D` given by its blocks `(n, b, b)`."

@@ -9,8 +9,8 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
 
 # %% auto #0
-__all__ = ['MAX_BLOCK_SIZE', 'MAX_NEUMANN_ORDER', 'oft_block_size', 'skew', 'cayley', 'cayley_neumann', 'oft_rotation',
-           'rotate_blocks', 'OFT', 'neumann_gap', 'plot_neumann_gaps', 'oft_angles', 'plot_oft_rotations']
+__all__ = ['MAX_BLOCK_SIZE', 'MAX_NEUMANN_ORDER', 'oft_block_size', 'oft_rotation', 'rotate_blocks', 'OFT', 'neumann_gap',
+           'plot_neumann_gaps', 'oft_angles', 'plot_oft_rotations']
 
 # %% ../nbs/17_oft.ipynb #2e25820e
 def _divisors(d: int) -> list[int]: return [k for k in range(2, d + 1) if d % k == 0]
@@ -32,26 +32,7 @@ def oft_block_size(d_in: int, cfg) -> int:
     return b
 
 # %% ../nbs/17_oft.ipynb #8921dec8
-def skew(q: torch.Tensor, b: int) -> torch.Tensor:
-    "Skew-symmetric blocks `(n, b, b)` whose strictly upper entries, row by row, are `q (n, b(b-1)/2)`."
-    i, j = torch.triu_indices(b, b, 1, device=q.device)
-    U = q.new_zeros(q.shape[0], b, b)
-    U[:, i, j] = q
-    return U - U.mT
-
-def cayley(Q: torch.Tensor) -> torch.Tensor:
-    "`(I + Q)(I - Q)^{-1}` for a batch of skew-symmetric blocks."
-    I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
-    return (I + Q) @ torch.linalg.inv(I - Q)
-
-def cayley_neumann(Q: torch.Tensor, k: int) -> torch.Tensor:
-    "`(I + Q)(I + Q + … + Q^k)`: the Cayley map with `(I − Q)^{-1}` truncated after `Q^k`."
-    I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
-    S, P = I, I
-    for _ in range(k):
-        P = P @ Q
-        S = S + P
-    return (I + Q) @ S
+from .variant import skew, cayley   # the shared Cayley helpers (01_variant); `cayley(Q, k)` is the Neumann series
 
 # %% ../nbs/17_oft.ipynb #63c77f4f
 def oft_rotation(layer) -> torch.Tensor:
@@ -60,7 +41,7 @@ def oft_rotation(layer) -> torch.Tensor:
     q = q.to(torch.promote_types(q.dtype, torch.float32))
     Q = skew(q, layer.in_features // q.shape[0])
     k = layer_cfg(layer).opt('neumann_order')
-    return cayley(Q) if k is None else cayley_neumann(Q, k)
+    return cayley(Q, k)
 
 def rotate_blocks(x: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     "`R x` over the last dim of `x` for the block-diagonal `R` given by its blocks `(n, b, b)`."
@@ -109,7 +90,7 @@ def neumann_gap(k: int, norm: float, b: int = 32, n: int = 16, seed: int = 0) ->
     q = torch.randn(n, b * (b - 1) // 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     Q = skew(q, b)
     Q = Q * (norm / torch.linalg.matrix_norm(Q, ord=2))[:, None, None]
-    R = cayley_neumann(Q, k)
+    R = cayley(Q, k)
     return (R.mT @ R - torch.eye(b, dtype=torch.float64)).abs().max().item()
 
 def plot_neumann_gaps(norms: list, gaps: dict):

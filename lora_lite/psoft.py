@@ -9,25 +9,10 @@ import torch.nn.functional as F
 from .variant import Variant, ParamSpec, cast, layer_cfg, short, effective_weight
 
 # %% auto #0
-__all__ = ['skew', 'cayley', 'psoft_rotation', 'psoft_delta', 'psoft_bases', 'PSOFT', 'plot_psoft_spectra']
+__all__ = ['psoft_rotation', 'psoft_delta', 'psoft_bases', 'PSOFT', 'plot_psoft_spectra']
 
 # %% ../nbs/49_psoft.ipynb #f8c74744
-def skew(q: torch.Tensor, b: int) -> torch.Tensor:
-    "Skew-symmetric `(b, b)` whose strictly upper entries, row by row, are `q (b(b-1)/2,)`."
-    i, j = torch.triu_indices(b, b, 1, device=q.device)
-    U = q.new_zeros(b, b)
-    U[i, j] = q
-    return U - U.T
-
-def cayley(Q: torch.Tensor, k: int | None = None) -> torch.Tensor:
-    "`(I + Q)(I - Q)^{-1}`, or with the inverse truncated to `I + Q + … + Q^k` when `k` is given."
-    I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
-    if k is None: return (I + Q) @ torch.linalg.inv(I - Q)
-    S, P = I, I
-    for _ in range(k):
-        P = P @ Q
-        S = S + P
-    return (I + Q) @ S
+from .variant import skew, cayley   # the shared Cayley helpers (01_variant); `cayley(Q, k)` is the Neumann series
 
 # %% ../nbs/49_psoft.ipynb #5601fd01
 def psoft_rotation(layer) -> torch.Tensor:

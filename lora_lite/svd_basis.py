@@ -10,18 +10,13 @@ from torch import nn
 from .variant import Variant, ParamSpec, cast, layer_cfg, short
 
 # %% auto #0
-__all__ = ['ROTATE', 'skew', 'cayley', 'rotates', 'SVDBasis', 'svd_basis_delta', 'plot_spectrum']
+__all__ = ['ROTATE', 'cayley', 'rotates', 'SVDBasis', 'svd_basis_delta', 'plot_spectrum']
 
 # %% ../nbs/19_svd_basis.ipynb #c29ebda6
 from .variant import effective_weight
 
 # %% ../nbs/19_svd_basis.ipynb #1e8657c1
-def skew(q: torch.Tensor, r: int) -> torch.Tensor:
-    "The skew-symmetric `(r, r)` matrix whose strictly upper entries, row by row, are `q (r(r-1)/2,)`."
-    i, j = torch.triu_indices(r, r, 1, device=q.device)
-    upper = q.new_zeros(r, r)
-    upper[i, j] = q
-    return upper - upper.T
+from .variant import skew   # the shared helper (01_variant), here for one `(r, r)` matrix
 
 # %% ../nbs/19_svd_basis.ipynb #d298696f
 def cayley(q: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from .config import finite_number
 
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'SHIPPED', 'ParamSpec', 'short', 'get_variant', 'all_variants', 'check_finite', 'Variant', 'cast',
-           'layer_cfg', 'is_quantized', 'dense_weight', 'probe_weight', 'effective_weight']
+           'layer_cfg', 'is_quantized', 'dense_weight', 'probe_weight', 'effective_weight', 'skew', 'cayley']
 
 # %% ../nbs/01_variant.ipynb #4f758431
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -187,3 +187,21 @@ def probe_weight(layer: nn.Module, chunk: int = 1024) -> torch.Tensor:
 def effective_weight(layer: nn.Module, chunk: int = 1024) -> torch.Tensor:
     "Float32 `W`: the weight itself on float layers (no copy when already float32), probed through the forward on quantized ones."
     return probe_weight(layer, chunk) if is_quantized(layer) else layer.weight.detach().float()
+
+# %% ../nbs/01_variant.ipynb #485b4711
+def skew(q: torch.Tensor, b: int) -> torch.Tensor:
+    "Skew-symmetric `(..., b, b)` whose strictly upper entries, row by row, are `q (..., b(b-1)/2)`."
+    i, j = torch.triu_indices(b, b, 1, device=q.device)
+    U = q.new_zeros(*q.shape[:-1], b, b)
+    U[..., i, j] = q
+    return U - U.mT
+
+def cayley(Q: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    "`(I + Q)(I - Q)^{-1}` for (a batch of) skew-symmetric `Q`; with `k`, `(I - Q)^{-1}` truncated after `Q^k`."
+    I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)
+    if k is None: return (I + Q) @ torch.linalg.inv(I - Q)
+    S, P = I, I
+    for _ in range(k):
+        P = P @ Q
+        S = S + P
+    return (I + Q) @ S
