@@ -188,7 +188,7 @@ def effective_weight(layer: nn.Module, chunk: int = 1024) -> torch.Tensor:
     "Float32 `W`: the weight itself on float layers (no copy when already float32), probed through the forward on quantized ones."
     return probe_weight(layer, chunk) if is_quantized(layer) else layer.weight.detach().float()
 
-# %% ../nbs/01_variant.ipynb #485b4711
+# %% ../nbs/01_variant.ipynb #c255f871
 def skew(q: torch.Tensor, b: int) -> torch.Tensor:
     "Skew-symmetric `(..., b, b)` whose strictly upper entries, row by row, are `q (..., b(b-1)/2)`."
     i, j = torch.triu_indices(b, b, 1, device=q.device)
