@@ -242,7 +242,7 @@ def run_row(model, ids, args, device, variant, impl, setup):
         if args.compile:  # compile time = the first step's; graph breaks from dynamo's counters
             from torch._dynamo.utils import counters
             torch._dynamo.reset(); counters.clear()
-            runner = torch.compile(runner)
+            runner = torch.compile(runner, mode=args.compile_mode)
             sync(device); t0 = time.perf_counter(); train_step(runner, ids, None); sync(device)
             row['compile_s'] = time.perf_counter() - t0
             row['graph_breaks'] = sum(counters['graph_break'].values())
@@ -376,7 +376,7 @@ def save_json(args, argv, device, rows, init_rows, md):
     floors = [r['ms'] for r in rows if r['variant'] == 'floor' and r['status'] == 'ok']
     meta = dict(command='python ' + ' '.join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
                 versions=versions(), shape=args.shape, layers=args.layers or SHAPES[args.shape]['num_hidden_layers'], model_config=SHAPES[args.shape], batch=args.batch, seq=args.seq,
-                r=args.r, compile=args.compile, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device),
+                r=args.r, compile=args.compile, compile_mode=args.compile_mode, steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=str(device),
                 floor_ms=statistics.median(floors) if floors else None, complete=md is not None)
     with open(args.json, 'w') as f: json.dump(dict(meta=meta, rows=rows, pissa_init=init_rows, table=md), f, indent=1)
 
@@ -407,6 +407,7 @@ def main(argv=None):
     p.add_argument('--floor-every', type=int, default=0, help='also time the floor after every N variant rows (0: only first and last); the ratio uses the median floor')
     p.add_argument('--layers', type=int, default=0, help="override the shape's number of blocks (0: the shape's own)")
     p.add_argument('--compile', action='store_true', help='torch.compile each row (the floor too); reports compile time and graph breaks')
+    p.add_argument('--compile-mode', default=None, help="torch.compile's mode (e.g. reduce-overhead: CUDA graphs, no per-launch host time)")
     p.add_argument('--json', default='')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv)
