@@ -203,9 +203,25 @@ def strip_peft(model):
         if k in vars(model): delattr(model, k)
 
 
+class CachedRandperm:
+    """Within the block, `torch.randperm(n, generator=g)` is drawn once per (n, generator state) and reused: PEFT's
+    FourierFT draws a seeded permutation of all d_out·d_in positions for every layer (seconds each at 8B widths,
+    minutes for the model), always from a fresh generator with the same seed. Same values, attach time only."""
+    def __enter__(self):
+        self.orig, cache = torch.randperm, {}
+        def randperm(n, *a, generator=None, **kw):
+            if generator is None or a or kw: return self.orig(n, *a, generator=generator, **kw)
+            key = (n, bytes(generator.get_state().numpy()))
+            if key not in cache: cache[key] = self.orig(n, generator=generator)
+            return cache[key].clone()   # a repeated draw leaves the generator where it was (PEFT discards it)
+        torch.randperm = randperm
+    def __exit__(self, *exc): torch.randperm = self.orig
+
+
 def attach_peft(model, factory, bf16):
     import peft
-    try: pm = peft.get_peft_model(model, factory(), autocast_adapter_dtype=not bf16)
+    try:
+        with CachedRandperm(): pm = peft.get_peft_model(model, factory(), autocast_adapter_dtype=not bf16)
     except BaseException: strip_peft(model); raise
     params = [p for p in pm.parameters() if p.requires_grad]
     return params, lambda: strip_peft(model), pm

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from .variant import Variant, ParamSpec, cast, layer_cfg, short
+from .variant import Variant, ParamSpec, cast, layer_cfg, short, seeded_positions
 
 # %% auto #0
 __all__ = ['INITS', 'fourierft_entries', 'FourierFT', 'fourierft_delta_weight', 'fourierft_forward', 'plot_fourierft']
@@ -14,8 +14,9 @@ __all__ = ['INITS', 'fourierft_entries', 'FourierFT', 'fourierft_delta_weight', 
 # %% ../nbs/43_fourierft.ipynb #c97d08fd
 def fourierft_entries(d_out: int, d_in: int, n: int, seed: int) -> torch.Tensor:
     "The `(2, n)` (row, column) entries of the spectrum: the first `n` of a seeded permutation of the positions."
-    idx = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n]
+    idx = seeded_positions(d_out * d_in, n, seed)
     return torch.stack([idx // d_in, idx % d_in])
+
 
 # %% ../nbs/43_fourierft.ipynb #53daa521
 INITS = ('zeros', 'normal')

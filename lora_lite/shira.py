@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from .variant import Variant, ParamSpec, cast, layer_cfg, short
+from .variant import Variant, ParamSpec, cast, layer_cfg, short, seeded_positions
 
 # %% auto #0
 __all__ = ['PEFT_SEED', 'shira_entries', 'SHiRA', 'shira_delta_weight', 'shira_forward', 'plot_shira']
@@ -16,7 +16,7 @@ PEFT_SEED = torch.Generator().initial_seed()
 
 def shira_entries(d_out: int, d_in: int, n: int, seed: int = PEFT_SEED) -> torch.Tensor:
     "The `(2, n)` (row, column) support of a random SHiRA mask, in row-major order."
-    idx = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    idx = seeded_positions(d_out * d_in, n, seed).sort().values
     return torch.stack([idx // d_in, idx % d_in])
 
 # %% ../nbs/44_shira.ipynb #5e9ef6a6

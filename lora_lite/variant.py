@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_variant.ipynb #eebf6093
 from __future__ import annotations
-import importlib, math, sys
+import functools, importlib, math, sys
 from dataclasses import dataclass
 from typing import Callable
 import torch
@@ -13,7 +13,8 @@ from .config import finite_number
 
 # %% auto #0
 __all__ = ['INITS', 'VARIANTS', 'SHIPPED', 'ParamSpec', 'short', 'get_variant', 'all_variants', 'check_finite', 'Variant', 'cast',
-           'layer_cfg', 'is_quantized', 'dense_weight', 'probe_weight', 'effective_weight', 'skew', 'cayley']
+           'layer_cfg', 'is_quantized', 'dense_weight', 'probe_weight', 'effective_weight', 'skew', 'cayley',
+           'seeded_positions']
 
 # %% ../nbs/01_variant.ipynb #4f758431
 INITS = ('zeros', 'ones', 'kaiming', 'normal', 'empty')
@@ -205,3 +206,10 @@ def cayley(Q: torch.Tensor, k: int | None = None) -> torch.Tensor:
         P = P @ Q
         S = S + P
     return (I + Q) @ S
+
+# %% ../nbs/01_variant.ipynb #a9cfd2b2
+@functools.lru_cache(maxsize=32)
+def seeded_positions(size: int, n: int, seed: int) -> torch.Tensor:
+    "The first `n` of a seeded permutation of `range(size)` (`torch.randperm`); cached, so treat it as read-only."
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+
