@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from .variant import Variant, ParamSpec, cast, layer_cfg, short, effective_weight
 
 # %% auto #0
-__all__ = ['psoft_rotation', 'psoft_delta', 'psoft_bases', 'PSOFT', 'plot_psoft_spectra']
+__all__ = ['psoft_rotation', 'psoft_delta', 'psoft_lowrank', 'psoft_svd', 'psoft_bases', 'PSOFT', 'plot_psoft_spectra']
 
 # %% ../nbs/49_psoft.ipynb #f8c74744
 from .variant import skew, cayley   # the shared Cayley helpers (01_variant); `cayley(Q, k)` is the Neumann series
@@ -33,14 +33,34 @@ def psoft_delta(layer, x: torch.Tensor) -> torch.Tensor:
     return F.linear(F.linear(z, cast(psoft_rotation(layer), x)) - z, cast(layer.lora_B, x))
 
 # %% ../nbs/49_psoft.ipynb #b718cd48
-def psoft_bases(W: torch.Tensor, r: int, init: str = 'psoft') -> tuple[torch.Tensor, torch.Tensor]:
-    "`(A (r, d_in), B (d_out, r))` from `W`'s top-r SVD: `V_rᵀ`, `U_r S_r` ('psoft'), or `S_r^½ V_rᵀ`, `U_r S_r^½`."
+def _device_generator(device: torch.device) -> torch.Generator:
+    "The default generator `torch.randn(..., device=device)` draws from."
+    if device.type == 'cpu': return torch.default_generator
+    return torch.get_device_module(device.type).default_generators[device.index]
+
+def psoft_lowrank(W: torch.Tensor, r: int, niter: int = 10, seed: int = 0):
+    "`torch.svd_lowrank(W, q=r, niter)` after seeding `W`'s device generator with `seed`; that RNG is restored after."
+    acc = W.device.type != 'cpu'
+    with torch.random.fork_rng(devices=[W.device] if acc else [], device_type=W.device.type if acc else None):
+        _device_generator(W.device).manual_seed(seed)
+        return torch.svd_lowrank(W, q=r, niter=niter)
+
+# %% ../nbs/49_psoft.ipynb #d2ea0f1b
+def psoft_svd(W: torch.Tensor, r: int, svd: str = 'full', niter: int = 10, seed: int = 0):
+    "`(U_r, S_r, V_rᵀ)` of `W`: from `torch.linalg.svd` ('full') or `psoft_lowrank` ('lowrank')."
+    if svd == 'lowrank':
+        U, S, V = psoft_lowrank(W, r, niter, seed)
+        return U, S, V.T
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    U, S, Vh = U[:, :r], S[:r], Vh[:r]
+    return U[:, :r], S[:r], Vh[:r]
+
+def psoft_bases(W: torch.Tensor, r: int, init: str = 'psoft', **svd_kw) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(A (r, d_in), B (d_out, r))` from `W`'s top-r SVD: `V_rᵀ`, `U_r S_r` ('psoft'), or `S_r^½ V_rᵀ`, `U_r S_r^½`."
+    U, S, Vh = psoft_svd(W, r, **svd_kw)
     if init == 'psoft': return Vh, U * S
     return S.sqrt()[:, None] * Vh, U * S.sqrt()
 
-# %% ../nbs/49_psoft.ipynb #9cea83e3
+# %% ../nbs/49_psoft.ipynb #7a2c6745
 def _check_psoft_options(o: dict) -> dict:
     if o['init'] not in ('psoft', 'pissa'):
         raise ValueError(f"psoft option init must be 'psoft' (A = V_rᵀ, B = U_r S_r) or 'pissa', "
@@ -51,13 +71,27 @@ def _check_psoft_options(o: dict) -> dict:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16):
         raise ValueError(f"psoft option neumann_order must be None (exact Cayley map) or an int in 1..16 "
                          f"(PEFT's num_cayley_neumann_terms t is t - 2), got {short(k)}")
+    return _check_psoft_svd(o)
+
+def _check_psoft_svd(o: dict) -> dict:
+    if o['svd'] not in ('full', 'lowrank'):
+        raise ValueError(f"psoft option svd must be 'full' (torch.linalg.svd) or 'lowrank' (torch.svd_lowrank), "
+                         f"got {short(o['svd'])}")
+    for n in ('niter', 'seed'):
+        v = o[n]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"psoft option {n} must be an int >= 0, got {short(v)}")
+    if o['svd'] == 'full' and (o['niter'], o['seed']) != (10, 0):
+        raise ValueError(f"psoft options niter and seed are read only with svd='lowrank' (got niter={o['niter']}, "
+                         f"seed={o['seed']} with svd='full'): add svd='lowrank' or drop them")
     return o
 
-# %% ../nbs/49_psoft.ipynb #7a2c6745
+# %% ../nbs/49_psoft.ipynb #ca286825
 class PSOFT(Variant):
     "Rotation in `W0`'s principal subspace: `y + B (R' − I) A x`, `A = V_rᵀ`, `B = U_r S_r` frozen, `R'` trained."
     name = 'psoft'
-    options = {'init': 'psoft', 'orth': True, 'mag_a': True, 'mag_b': True, 'neumann_order': None}
+    options = {'init': 'psoft', 'orth': True, 'mag_a': True, 'mag_b': True, 'neumann_order': None,
+               'svd': 'full', 'niter': 10, 'seed': 0}
 
     @classmethod
     def check_options(cls, opts): return _check_psoft_options(super().check_options(opts))
@@ -83,7 +117,8 @@ class PSOFT(Variant):
 # %% ../nbs/49_psoft.ipynb #b731d5bd
 @staticmethod
 def _psoft_init(layer, cfg):
-    A, B = psoft_bases(effective_weight(layer), cfg.r, cfg.opt('init'))
+    svd_kw = {k: cfg.opt(k) for k in ('svd', 'niter', 'seed')}
+    A, B = psoft_bases(effective_weight(layer), cfg.r, cfg.opt('init'), **svd_kw)
     layer.lora_A.copy_(A)
     layer.lora_B.copy_(B)
     if not cfg.opt('orth'): layer.lora_R.copy_(torch.eye(cfg.r))
