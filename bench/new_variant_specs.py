@@ -91,4 +91,8 @@ def new_variant_specs(r: int, shape=None) -> dict:
         # PEFT's r = psoft_alpha = 32, full SVD, exact Cayley map
         'psoft':     (dict(variant='psoft', r=32, alpha=32),
                       lambda: peft.PsoftConfig(r=32, psoft_alpha=32, target_modules=T)),
+        # the same with the randomized SVD at attach (torch.svd_lowrank, q = r, PEFT's niter 10 and seed 0)
+        'psoft-lowrank': (dict(variant='psoft', r=32, alpha=32, options=dict(svd='lowrank', niter=10, seed=0)),
+                          lambda: peft.PsoftConfig(r=32, psoft_alpha=32, psoft_svd='lowrank',
+                                                   psoft_svd_lowrank_niter=10, random_seed=0, target_modules=T)),
     }
