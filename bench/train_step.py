@@ -33,7 +33,7 @@ SHAPES = {  # Qwen3 shapes from the issue; 'tiny' runs in seconds on a CPU
 TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 ORDER = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road']
 NEW = ['loha', 'lokr', 'boft', 'fourierft', 'shira', 'randlora', 'miss', 'c3a', 'vblora', 'psoft']
-ALIASES = {'ia3-kvd': 'ia3', 'oft-neumann': 'oft'}  # bench rows that are another configuration of a variant
+ALIASES = {'ia3-kvd': 'ia3', 'oft-neumann': 'oft', 'psoft-lowrank': 'psoft'}  # bench rows that are another configuration of a variant
 
 
 # ---------------------------------------------------------------------------------------------
