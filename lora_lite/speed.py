@@ -21,7 +21,8 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'dora': 'lora_lite.fast_dora', 'delora': 'lora_lite.fast_delora', 'ia3': 'lora_lite.fast_ia3',
                 'road': 'lora_lite.fast_road', 'hra': 'lora_lite.fast_hra', 'oft': 'lora_lite.fast_oft',
                 'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis', 'loha': 'lora_lite.fast_loha',
-                'boft': 'lora_lite.fast_boft', 'lokr': 'lora_lite.fast_lokr'}
+                'boft': 'lora_lite.fast_boft', 'lokr': 'lora_lite.fast_lokr',
+                'miss': 'lora_lite.fast_miss'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None,
                   min_work: int | None = None) -> type:
