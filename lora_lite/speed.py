@@ -22,7 +22,8 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'road': 'lora_lite.fast_road', 'hra': 'lora_lite.fast_hra', 'oft': 'lora_lite.fast_oft',
                 'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis', 'loha': 'lora_lite.fast_loha',
                 'boft': 'lora_lite.fast_boft', 'lokr': 'lora_lite.fast_lokr',
-                'miss': 'lora_lite.fast_miss', 'c3a': 'lora_lite.fast_c3a'}
+                'miss': 'lora_lite.fast_miss', 'c3a': 'lora_lite.fast_c3a',
+                'randlora': 'lora_lite.fast_randlora'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None,
                   min_work: int | None = None) -> type:
