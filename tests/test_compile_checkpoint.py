@@ -15,7 +15,8 @@ from lora_lite.variant import Variant, ParamSpec, cast
 from lora_lite.speed import CONSTANTS
 from lora_lite.testing import tiny_qwen3, token_input, perturb_, max_diff
 
-ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road', 'loha', 'boft', 'lokr', 'miss']
+ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road', 'loha', 'boft', 'lokr', 'miss', 'c3a',
+       'randlora', 'shira']
 
 
 def _have(name):
