@@ -15,7 +15,7 @@ __all__ = ['shard_sum', 'miss_add']
 
 # %% ../nbs/6e_fast_miss.ipynb #37023e97
 def shard_sum(x: torch.Tensor, r: int) -> torch.Tensor:
-    "`Σ_j x_j` over the `r`-wide shards of `x` (zero-padded when `r` does not divide its width): a view, no copy, when it does."
+    "`Σ_j x_j` over the `r`-wide shards of `x`, zero-padded when `r` does not divide its width (else a view: no copy)."
     d = x.shape[-1]
     if d % r == 0: return x.unflatten(-1, (d // r, r)).sum(-2)
     return F.pad(x, (0, -d % r)).unflatten(-1, (-1, r)).sum(-2)
