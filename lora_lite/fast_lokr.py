@@ -51,8 +51,11 @@ class LoKrAdd(torch.autograd.Function):
         x, W1, W2 = ctx.saved_tensors
         need = ctx.needs_input_grad
         g2 = g.reshape(-1, W2.shape[0]).to(x.dtype)
-        gx, gW1, gW2 = lokr_grads(g2, tokens(x, W1, W2), W1, W2, ctx.s, need[1:4])
+        W1x, W2x = W1.to(x.dtype), W2.to(x.dtype)   # under autocast a factored W is composed in the low dtype
+        gx, gW1, gW2 = lokr_grads(g2, tokens(x, W1, W2), W1x, W2x, ctx.s, need[1:4])
         gy = g.to(ctx.y_dtype) if need[0] else None
+        gW1 = None if gW1 is None else gW1.to(W1.dtype)
+        gW2 = None if gW2 is None else gW2.to(W2.dtype)
         return gy, None if gx is None else gx.view(x.shape), gW1, gW2, None, None
 
 # %% ../nbs/6b_fast_lokr.ipynb #a1e70969
