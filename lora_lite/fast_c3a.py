@@ -24,8 +24,9 @@ def fold_circulant(G: torch.Tensor, b: int) -> torch.Tensor:
 
 # %% ../nbs/6c_fast_c3a.ipynb #7edfe0ec
 def c3a_dense(w: torch.Tensor, d_in: int, dtype: torch.dtype) -> torch.Tensor:
-    "`ΔW = block_circulant(w) / d_in` `(d_out, d_in)` in `dtype`, built at float32 or wider."
-    return (block_circulant(w.to(torch.promote_types(w.dtype, torch.float32))) / d_in).to(dtype)
+    "`ΔW = block_circulant(w) / d_in` `(d_out, d_in)` in `dtype`, built in the widest of float32, `w`'s and `dtype`."
+    wide = torch.promote_types(torch.promote_types(w.dtype, dtype), torch.float32)
+    return (block_circulant(w.to(wide)) / d_in).to(dtype)
 
 class C3AAdd(torch.autograd.Function):
     "`y + x ΔWᵀ` (into `y` if `inplace`) for the block-circulant `ΔW` of `w`, saving only `x` and `w`."
