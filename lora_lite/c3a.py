@@ -44,6 +44,7 @@ def c3a_delta(layer, x: torch.Tensor) -> torch.Tensor:
     w = layer.lora_kernel
     m, n, b = w.shape
     dt = torch.promote_types(x.dtype, torch.float32)
+    if x.numel() == 0: return x.new_zeros(*x.shape[:-1], m * b, dtype=dt)   # no tokens: MKL's FFT refuses empty input
     X = torch.fft.rfft(x.to(dt).unflatten(-1, (n, b)))
     Y = torch.einsum('...nf,mnf->...mf', X, torch.fft.rfft(w.to(dt)).conj())
     return torch.fft.irfft(Y, n=b).flatten(-2) / x.shape[-1]

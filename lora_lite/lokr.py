@@ -75,7 +75,7 @@ def lokr_forward(layer, x, y):
     if cfg.dropout and layer.training: x = F.dropout(x, cfg.dropout)
     W1, W2 = lokr_factor(layer, x, 'w1'), lokr_factor(layer, x, 'w2')
     X = x.reshape(*x.shape[:-1], W1.shape[1], W2.shape[1])
-    return y + cfg.scale * (W1 @ X @ W2.T).reshape(*x.shape[:-1], -1)
+    return y + cfg.scale * (W1 @ X @ W2.T).reshape(*x.shape[:-1], W1.shape[0] * W2.shape[0])
 
 LoKr.forward = staticmethod(lokr_forward)
 

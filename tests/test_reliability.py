@@ -25,8 +25,8 @@ TINY_OPTIONS = {'fourierft': {'n_frequency': 64, 'scaling': 50.0},   # the defau
 def attached(variant='lora', seed=0, perturb=True, **kw):
     "A `tiny_model(seed)` with `variant` attached (reference implementation), lora_* perturbed."
     m = tiny_model(seed)
-    kw = {'options': TINY_OPTIONS.get(variant, {}), **kw}
-    cfg = ll.LoraLiteConfig(variant=variant, r=4, impl='reference', **kw)
+    kw = {'options': TINY_OPTIONS.get(variant, {}), 'impl': 'reference', **kw}
+    cfg = ll.LoraLiteConfig(variant=variant, r=4, **kw)
     ll.attach(m, cfg, calibration_data=[tiny_input(seed=2)] if variant == 'eva' else None)
     return perturb_(m) if perturb else m
 
@@ -112,6 +112,20 @@ def test_5_load_state_dict_reproduces_outputs(variant):
     assert max_diff(out(m1), out(m2)) > 0
     m2.load_state_dict(m1.state_dict())
     assert max_diff(out(m2), out(m1)) == 0
+
+
+@pytest.mark.parametrize('impl', ['reference', 'fast'])
+@pytest.mark.parametrize('variant', sorted(SHIPPED))
+def test_5_empty_batch_passes_through(variant, impl):
+    "A call with no tokens (an empty batch, an expert that got none) returns an empty output and backpropagates."
+    from lora_lite.speed import fast_path
+    if impl == 'fast' and fast_path(ll.get_variant(variant)) is None: pytest.skip('no fast path')
+    m = attached(variant, impl=impl)
+    x = torch.randn(0, 6, 16, requires_grad=True)
+    y = m(x)
+    assert y.shape[:2] == (0, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
 
 
 @pytest.mark.parametrize('variant', sorted(SHIPPED))
