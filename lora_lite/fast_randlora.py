@@ -48,12 +48,14 @@ def randlora_update(v, lam, gam, A, B, wide) -> tuple:
     A_bar = randlora_abar(lam, A.to(v.dtype), gam)
     return (v, A_bar) if wide else (v @ A_bar.T, randlora_bbar(B).to(v.dtype).T)
 
-def randlora_grads(g, v, lam, gam, A, B, s, wide) -> tuple:
-    "`(∂v, ∂λ, ∂γ)` from the output gradient `g` `(N, d_out)` and the kept activation `v` `(N, ·)`."
+def randlora_grads(g, v, lam, gam, A, B, s, wide, need_v=True) -> tuple:
+    "`(∂v, ∂λ, ∂γ)` from the output gradient `g` `(N, d_out)` and the kept activation `v` `(N, ·)`; `∂v` None unless `need_v`."
     A_bar = randlora_abar(lam, A.to(v.dtype), gam)
-    if wide: return (s * g) @ A_bar.T, *randlora_abar_grads(v.T @ (s * g), lam, A.to(v.dtype), gam)
+    if wide:
+        gv = (s * g) @ A_bar.T if need_v else None
+        return gv, *randlora_abar_grads(v.T @ (s * g), lam, A.to(v.dtype), gam)
     gh = (s * g) @ randlora_bbar(B).to(v.dtype)
-    return gh @ A_bar, *randlora_abar_grads(gh.T @ v, lam, A.to(v.dtype), gam)
+    return gh @ A_bar if need_v else None, *randlora_abar_grads(gh.T @ v, lam, A.to(v.dtype), gam)
 
 # %% ../nbs/6d_fast_randlora.ipynb #f31e7b14
 class RandLoRAAdd(torch.autograd.Function):
@@ -70,9 +72,10 @@ class RandLoRAAdd(torch.autograd.Function):
     def backward(ctx, g):
         v, lam, gam, A, B = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1]).to(v.dtype)
-        gv, glam, ggam = randlora_grads(g2, v.reshape(-1, v.shape[-1]), lam, gam, A, B, ctx.s, ctx.wide)
+        need_v = ctx.needs_input_grad[1]   # False where the layer's input needs no gradient: one GEMM saved
+        gv, glam, ggam = randlora_grads(g2, v.reshape(-1, v.shape[-1]), lam, gam, A, B, ctx.s, ctx.wide, need_v)
         gy = g.to(ctx.y_dtype) if ctx.needs_input_grad[0] else None
-        return gy, gv.view(v.shape), glam, ggam, None, None, None, None, None
+        return gy, None if gv is None else gv.view(v.shape), glam, ggam, None, None, None, None, None
 
 # %% ../nbs/6d_fast_randlora.ipynb #85bf0dda
 def randlora_add(layer, x, y) -> torch.Tensor:
