@@ -86,4 +86,5 @@ def delora_fast_forward(layer, x, y):
     return delora_apply(layer, x, y, owns_backward(layer, x, y))
 
 # %% ../nbs/62_fast_delora.ipynb #39f93700
-register_fast(DeLoRA, forward=delora_fast_forward)
+register_fast(DeLoRA, forward=delora_fast_forward, min_work=0)   # impl='auto' takes it on every call (see above)
+
