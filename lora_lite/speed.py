@@ -23,7 +23,8 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'vera': 'lora_lite.fast_vera', 'svd_basis': 'lora_lite.fast_svd_basis', 'loha': 'lora_lite.fast_loha',
                 'boft': 'lora_lite.fast_boft', 'lokr': 'lora_lite.fast_lokr',
                 'miss': 'lora_lite.fast_miss', 'c3a': 'lora_lite.fast_c3a',
-                'randlora': 'lora_lite.fast_randlora', 'shira': 'lora_lite.fast_shira'}
+                'randlora': 'lora_lite.fast_randlora', 'shira': 'lora_lite.fast_shira',
+                'fourierft': 'lora_lite.fast_fourierft'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None,
                   min_work: int | None = None) -> type:
