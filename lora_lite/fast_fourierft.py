@@ -32,9 +32,9 @@ def delta_weight(c: torch.Tensor, ctx, x: torch.Tensor) -> torch.Tensor:
     view = SimpleNamespace(lora_entries=ctx.E, lora_spectrum=c, out_features=M, in_features=N, _lora_lite_cfg=ctx.cfg)
     return fourierft_delta_weight(view, x)
 
-def _keep(ctx, layer, W0):
-    "Record on `ctx` what `delta_weight` needs: entries, shape, config."
-    ctx.E, ctx.shape, ctx.cfg = layer.lora_entries, W0.shape, layer_cfg(layer)
+def _keep(ctx, layer):
+    "Record on `ctx` what `delta_weight` needs: entries, `(out_features, in_features)` (a 4-bit weight is packed), config."
+    ctx.E, ctx.shape, ctx.cfg = layer.lora_entries, (layer.out_features, layer.in_features), layer_cfg(layer)
 
 # %% ../nbs/6g_fast_fourierft.ipynb #6c9ebf81
 def _grads(ctx, g, x, c, W0, gx_needed, gc_needed):
@@ -62,7 +62,7 @@ class FourierFTLinear(torch.autograd.Function):
     "`y0 + x ΔWᵀ` from the detached base output `y0` (into it if `inplace`); backward `∂x = g(W0 + ΔW)`."
     @staticmethod
     def forward(ctx, y0, x, c, W0, layer, inplace):
-        _keep(ctx, layer, W0)
+        _keep(ctx, layer)
         out = gemm_into(y0, x, delta_weight(c, ctx, x).T, inplace=inplace)
         if inplace: ctx.mark_dirty(y0)
         ctx.save_for_backward(x, c, W0 if ctx.needs_input_grad[1] else None)
@@ -78,7 +78,7 @@ class FourierFTAdd(torch.autograd.Function):
     "`y + x ΔWᵀ` (into `y` if `inplace`), saving `x` and the coefficients, not `ΔW`; `∂y = g`."
     @staticmethod
     def forward(ctx, y, x, c, layer, inplace):
-        _keep(ctx, layer, layer.weight)
+        _keep(ctx, layer)
         out = gemm_into(y, x, delta_weight(c, ctx, x).T, inplace=inplace)
         if inplace: ctx.mark_dirty(y)
         ctx.save_for_backward(x, c)
