@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .variant import layer_cfg
-from .speed import gemm_into, writable_output, register_fast
+from .speed import gemm_into, writable_output, register_fast, plain_autograd
 from .c3a import C3A, block_circulant
-from .fast_loha import plain_autograd
 
 # %% auto #0
 __all__ = ['fold_circulant', 'c3a_dense', 'C3AAdd', 'c3a_add']

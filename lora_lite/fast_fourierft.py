@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 from .variant import layer_cfg
-from .speed import register_fast, gemm_into, writable_output, writable_tensor
+from .speed import register_fast, gemm_into, writable_output, writable_tensor, plain_autograd
 from .fourierft import FourierFT, fourierft_delta_weight, fourierft_forward
 from .fast_lora import owns_backward
-from .fast_loha import plain_autograd
 
 # %% auto #0
 __all__ = ['spectrum_grad', 'delta_weight', 'FourierFTLinear', 'FourierFTAdd', 'fourierft_add']

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .variant import cast, layer_cfg
-from .speed import gemm_into, writable_output, writable_tensor, register_fast
+from .speed import gemm_into, writable_output, writable_tensor, register_fast, plain_autograd
 from .loha import LoHa, loha_forward
 from .fast_lora import owns_backward
 
 # %% auto #0
-__all__ = ['loha_weight', 'LoHaAdd', 'LoHaLinear', 'plain_autograd', 'loha_add']
+__all__ = ['loha_weight', 'LoHaAdd', 'LoHaLinear', 'loha_add']
 
 # %% ../nbs/69_fast_loha.ipynb #8b7fc054
 def loha_weight(B1, A1, B2, A2, s, W0=None) -> torch.Tensor:
@@ -84,10 +84,6 @@ class LoHaLinear(torch.autograd.Function):
         return (None, gx, *_loha_factor_grads(g2, x2, B1, A1, B2, A2, ctx.s, need[2:6]), None, None, None)
 
 # %% ../nbs/69_fast_loha.ipynb #1d0e2a6b
-def plain_autograd() -> bool:
-    "False inside `torch.func` transforms or forward-mode AD, where a hand-written `autograd.Function` has no rule."
-    return torch._C._functorch.peek_interpreter_stack() is None and torch.autograd.forward_ad._current_level < 0
-
 def loha_add(layer, x, y) -> torch.Tensor:
     "`y + s · ((B1 A1) ⊙ (B2 A2)) dropout(x)`, saving only `x` and the factors; `LoHaLinear` if `owns_backward`."
     if not plain_autograd(): return loha_forward(layer, x, y)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .variant import layer_cfg
-from .speed import gemm_into, writable_output, register_fast
+from .speed import gemm_into, writable_output, register_fast, plain_autograd
 from .lokr import LoKr, lokr_factor, lokr_forward
-from .fast_loha import plain_autograd
 
 # %% auto #0
 __all__ = ['bmm_shared', 'lokr_grads', 'tokens', 'LoKrAdd', 'lokr_add']

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from .variant import cast, layer_cfg
-from .speed import register_fast, add_product, gemm_into, writable_tensor, first_to_see_output
+from .speed import register_fast, add_product, gemm_into, writable_tensor, first_to_see_output, plain_autograd
 from .lora import LoRA
 from .pissa import PiSSA
 from .eva import EVA
@@ -22,8 +22,7 @@ def owns_backward(layer, x, y) -> bool:
     "True when `y` is exactly `F.linear(x, W0, b)` for a frozen plain `nn.Linear`: the hook may own its backward."
     if not (torch.is_grad_enabled() and type(layer).forward is nn.Linear.forward and 'forward' not in layer.__dict__):
         return False
-    if torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0:
-        return False   # torch.func / forward AD: plain ops
+    if not plain_autograd(): return False   # torch.func / forward AD: plain ops
     if parametrize.is_parametrized(layer): return False   # each read of layer.weight would recompute it
     w, b, cfg = layer.weight, layer.bias, layer_cfg(layer)
     return (type(w) in (nn.Parameter, torch.Tensor) and w.dtype == x.dtype == y.dtype   # exact types: no bitsandbytes

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .variant import layer_cfg, cast
-from .speed import gemm_into, writable_output, register_fast
+from .speed import gemm_into, writable_output, register_fast, plain_autograd
 from .randlora import RandLoRA
-from .fast_loha import plain_autograd
 
 # %% auto #0
 __all__ = ['randlora_abar', 'randlora_bbar', 'randlora_abar_grads', 'BasesIn', 'randlora_update', 'randlora_grads', 'RandLoRAAdd',

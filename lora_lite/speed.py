@@ -13,7 +13,7 @@ from .variant import VARIANTS
 # %% auto #0
 __all__ = ['FAST', 'SHIPPED_FAST', 'MIN_FAST_WORK', 'CONSTANTS', 'MAX_CONSTANTS', 'register_fast', 'fast_path', 'hook_functions',
            'fast_pays', 'fast_min_work', 'fresh_output_layer', 'first_to_see_output', 'writable_tensor',
-           'writable_output', 'constants', 'first_order', 'gemm_into', 'add_product']
+           'writable_output', 'plain_autograd', 'constants', 'first_order', 'gemm_into', 'add_product']
 
 # %% ../nbs/06_speed.ipynb #e6c5dd42
 FAST: dict[type, dict] = {}
@@ -81,6 +81,11 @@ def writable_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
 def writable_output(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
     "True when an output hook may update the base output `y` in place (see above)."
     return fresh_output_layer(layer) and first_to_see_output(layer) and writable_tensor(x, y)
+
+def plain_autograd() -> bool:
+    "False inside `torch.func` transforms or forward-mode AD, where a hand-written `autograd.Function` has no rule."
+    return torch._C._functorch.peek_interpreter_stack() is None and torch.autograd.forward_ad._current_level < 0
+
 
 # %% ../nbs/06_speed.ipynb #06594498
 CONSTANTS: dict = {}
