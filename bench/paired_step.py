@@ -29,10 +29,11 @@ def arm_setup(model, spec, impl):
         params, _, runner = ts.attach_peft(model, pf, impl == 'peft-bf16')
         return params, runner
     kw, compute = dict(llkw), None
-    if impl == 'll-bf16': kw['dtype'], compute = 'bfloat16', 'input'
+    if impl.startswith('ll-bf16'): kw['dtype'], compute = 'bfloat16', 'input'
+    if impl == 'll-bf16-fast': kw['impl'] = 'fast'   # PEFT bf16's storage, the fast path on every call (whatever the size)
     elif impl == 'll-fast': kw['impl'] = 'fast'
     elif impl == 'll-ref': kw['impl'] = 'reference'
-    elif impl != 'll': raise ValueError(f"unknown impl {impl!r}: use ll, ll-bf16, ll-fast, ll-ref, peft or peft-bf16")
+    elif impl not in ('ll', 'll-bf16'): raise ValueError(f"unknown impl {impl!r}: use ll, ll-bf16, ll-bf16-fast, ll-fast, ll-ref, peft or peft-bf16")
     params, _, runner = ts.attach_ll(model, kw, compute)
     return params, runner
 
@@ -92,7 +93,7 @@ def main(argv=None):
     p.add_argument('--r', type=int, default=16)
     p.add_argument('--layers', type=int, default=0)
     p.add_argument('--variants', default='lora,dora,ia3,vera,road,oft-neumann,hra')
-    p.add_argument('--impls', default='ll,ll-bf16,peft-bf16', help='ll, ll-bf16, ll-fast, ll-ref, peft, peft-bf16')
+    p.add_argument('--impls', default='ll,ll-bf16,peft-bf16', help='ll, ll-bf16, ll-bf16-fast, ll-fast, ll-ref, peft, peft-bf16')
     p.add_argument('--rounds', type=int, default=8, help='visits per arm (each in a fresh random order)')
     p.add_argument('--steps', type=int, default=2, help='timed steps per visit (after one untimed step)')
     p.add_argument('--budget-s', type=float, default=0, help='stop starting new rounds after this many seconds (0: no limit)')
