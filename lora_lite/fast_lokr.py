@@ -67,4 +67,4 @@ def lokr_add(layer, x, y) -> torch.Tensor:
     return LoKrAdd.apply(y, x, W1, W2, cfg.scale, writable_output(layer, x, y))
 
 # %% ../nbs/6b_fast_lokr.ipynb #ff2b9efc
-register_fast(LoKr, forward=lokr_add)
+register_fast(LoKr, forward=lokr_add, min_work=2 ** 30)   # training-sized calls (see above)

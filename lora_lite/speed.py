@@ -24,7 +24,7 @@ SHIPPED_FAST = {'lora': 'lora_lite.fast_lora', 'pissa': 'lora_lite.fast_lora', '
                 'boft': 'lora_lite.fast_boft', 'lokr': 'lora_lite.fast_lokr',
                 'miss': 'lora_lite.fast_miss', 'c3a': 'lora_lite.fast_c3a',
                 'randlora': 'lora_lite.fast_randlora', 'shira': 'lora_lite.fast_shira',
-                'fourierft': 'lora_lite.fast_fourierft'}
+                'fourierft': 'lora_lite.fast_fourierft', 'vblora': 'lora_lite.fast_vblora'}
 
 def register_fast(V: type, forward: Callable | None = None, forward_input: Callable | None = None,
                   min_work: int | None = None) -> type:

@@ -16,7 +16,7 @@ from lora_lite.speed import CONSTANTS
 from lora_lite.testing import tiny_qwen3, token_input, perturb_, max_diff
 
 ALL = ['lora', 'dora', 'pissa', 'ia3', 'hra', 'delora', 'vera', 'oft', 'road', 'loha', 'boft', 'lokr', 'miss', 'c3a',
-       'randlora', 'shira', 'fourierft']
+       'randlora', 'shira', 'fourierft', 'vblora']
 
 
 def _have(name):
@@ -26,6 +26,7 @@ def _have(name):
 
 VARIANTS = [v for v in ALL if _have(v)]
 CFG_KW = {'vera': dict(r=8), 'oft': dict(options=dict(block_size=16)), 'fourierft': dict(options=dict(n_frequency=64)),
+          'vblora': dict(options=dict(num_vectors=32, vector_length=8)),
           'oft-neumann': dict(variant='oft', options=dict(block_size=16, neumann_order=3))}
 CASES = VARIANTS + (['oft-neumann'] if 'oft' in VARIANTS else [])   # a variant's second code path, by its config
 
