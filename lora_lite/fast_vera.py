@@ -39,4 +39,4 @@ def vera_add(layer, x, y) -> torch.Tensor:
     Bb = B * cast(layer.lora_lambda_b, x)[:, None]
     return add_product(layer, x, y, h, Bb.T)
 
-register_fast(VeRA, forward=vera_add, min_work=0)   # less work at every size (see above)
+register_fast(VeRA, forward=vera_add)
