@@ -18,7 +18,8 @@ def stacked_factors(layer, x) -> tuple[torch.Tensor, torch.Tensor]:
     "`(A', B')` in `x`'s dtype, `B' A' = B A − B0 A0` (`start_at_base`) or `B A`; the differences exact zeros at init."
     A, B = vblora_factors(layer)
     if layer_cfg(layer).opt('start_at_base'):
-        A0, B0 = layer.lora_A0, layer.lora_B0
+        dt = torch.promote_types(A.dtype, x.dtype)
+        A, B, A0, B0 = (t.to(dt) for t in (A, B, layer.lora_A0, layer.lora_B0))
         A, B = torch.cat([A - A0, A0]), torch.cat([B, B - B0], dim=1)
     return cast(A, x), cast(B, x)
 
