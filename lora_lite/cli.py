@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 import lora_lite
-from .probe import add_probe_args, probe_from_args, passive_threads, known_variants, PROBE_HELP
+from .probe import add_probe_args, probe_from_args, passive_threads, ignore_second_interrupt, known_variants, PROBE_HELP
 from .compare import add_compare_args, compare_from_args, COMPARE_HELP
 
 # %% auto #0
@@ -32,8 +32,8 @@ def main(argv=None) -> int:
         p.print_help()
         return 2
     if argv is None: passive_threads('lora_lite.cli')
-    if a.command == 'compare': return compare_from_args(a, subs['compare'])
-    return probe_from_args(a, subs['probe'])
+    code = (compare_from_args if a.command == 'compare' else probe_from_args)(a, subs[a.command])
+    return ignore_second_interrupt(code) if argv is None else code   # a program: see 30_probe
 
 # %% ../nbs/31_cli.ipynb #8c781979
 #| eval: false

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_probe.ipynb #f5e8ed74
 from __future__ import annotations
-import argparse, atexit, copy, difflib, importlib, json, math, os, re, shutil, sys, tempfile, time
+import argparse, atexit, copy, difflib, importlib, json, math, os, re, shutil, signal, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +24,7 @@ __all__ = ['MIN_TOKENS', 'ROUNDING_TOL', 'APPROX_IDENTITY', 'MARGIN', 'DEFAULT_T
            'judge_base', 'check_vocab', 'discover_variants', 'known_variants', 'check_variant_names',
            'expected_targets', 'adapted_layers', 'layer_names', 'check_target_patterns', 'probe_variant',
            'markdown_table', 'plot_probe', 'check_out', 'staging_dir', 'replace_out', 'check_device', 'run_probe',
-           'add_probe_args', 'probe_from_args', 'passive_threads', 'probe_main']
+           'add_probe_args', 'probe_from_args', 'passive_threads', 'ignore_second_interrupt', 'probe_main']
 
 # %% ../nbs/30_probe.ipynb #32d0b732
 MIN_TOKENS = 16
@@ -633,6 +633,12 @@ def passive_threads(module: str, argv=None):
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, '-m', module, *(sys.argv[1:] if argv is None else argv)])
 
+# %% ../nbs/30_probe.ipynb #2406e950
+def ignore_second_interrupt(code: int) -> int:
+    "A program's last step: after an interrupted run (`code` 130) ignore further Ctrl-C, so the clean-up at exit finishes."
+    if code == 130: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
 # %% ../nbs/30_probe.ipynb #fabe34a2
 def probe_main(argv=None) -> int:
     "Entry point of `python -m lora_lite.probe`."
@@ -643,4 +649,4 @@ def probe_main(argv=None) -> int:
 #| eval: false
 if __name__ == '__main__':
     passive_threads('lora_lite.probe')
-    sys.exit(probe_main())
+    sys.exit(ignore_second_interrupt(probe_main()))
