@@ -124,7 +124,9 @@ def test_ctrl_c_leaves_the_previous_run(tmp_path):
     cmd = [sys.executable, '-m', 'lora_lite.probe', *TINY, '--variants', 'lora', 'dora', 'vera', '--steps', '100000',
            '--out', str(out)]
     env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT's default disposition in the child, whatever the test runner inherited (a shell's background job ignores it)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not list(tmp_path.glob('.probe_out.partial-*')) and time.time() - t0 < 120: time.sleep(0.2)
     environ = Path(f'/proc/{proc.pid}/environ')
