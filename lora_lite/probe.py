@@ -635,7 +635,7 @@ def passive_threads(module: str, argv=None):
 
 # %% ../nbs/30_probe.ipynb #2406e950
 def ignore_second_interrupt(code: int) -> int:
-    "A program's last step: after an interrupted run (`code` 130) ignore further Ctrl-C, so the clean-up at exit finishes."
+    "A program's last step: after an interrupted run (`code` 130) ignore more Ctrl-C, so the exit clean-up finishes."
     if code == 130: signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 

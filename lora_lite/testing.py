@@ -20,7 +20,7 @@ from .speed import fast_path, hook_functions
 __all__ = ['LinearLike', 'TinyBlock', 'TinyModel', 'tiny_model', 'tiny_input', 'tiny_qwen3', 'tiny_llama', 'token_input',
            'outputs', 'task_loss', 'max_diff', 'perturb_', 'attach_with', 'check_identity', 'check_perturb',
            'check_grads', 'check_reload', 'check_detach', 'train_steps', 'check_trains', 'check_reference',
-           'fast_and_reference', 'check_fast', 'run_invariants', 'graph_has']
+           'fast_and_reference', 'check_fast', 'run_invariants', 'graph_count', 'graph_has']
 
 # %% ../nbs/04_testing.ipynb #1d4fa20d
 class LinearLike(nn.Module):
@@ -285,12 +285,17 @@ def run_invariants(make_model, cfg, inp, identity_atol=0.0, reference=None, ref_
     return res
 
 # %% ../nbs/04_testing.ipynb #13c9f91c
-def graph_has(t: torch.Tensor, name: str) -> bool:
-    "True when the autograd graph behind `t` has a node whose type is `name` (e.g. `'LoRALinearBackward'`)."
-    seen, todo = set(), [t.grad_fn]
+def graph_count(t: torch.Tensor, *names: str) -> int:
+    "How many nodes of the autograd graph behind `t` have a type in `names` (e.g. `'AddmmBackward0'`)."
+    seen, todo, n = set(), [t.grad_fn], 0
     while todo:
         f = todo.pop()
         if f is None or f in seen: continue
-        if type(f).__name__ == name: return True
-        seen.add(f); todo.extend(g for g, _ in f.next_functions)
-    return False
+        seen.add(f)
+        n += type(f).__name__ in names
+        todo.extend(g for g, _ in f.next_functions)
+    return n
+
+def graph_has(t: torch.Tensor, name: str) -> bool:
+    "True when the autograd graph behind `t` has a node whose type is `name` (e.g. `'LoRALinearBackward'`)."
+    return graph_count(t, name) > 0
